@@ -1,0 +1,57 @@
+"""Exceptions raised by kubetasks.
+
+``KubeTasksError`` is the base class to catch; do not raise it directly. Every message names
+the value that was wrong and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+
+class KubeTasksError(Exception):
+    """Base class of every kubetasks error. Catch it; do not raise it directly."""
+
+
+class InvalidTaskError(KubeTasksError, ValueError):
+    """A task definition or an enqueue call was given a value kubetasks cannot accept.
+
+    Raised before anything is written, so a failed enqueue leaves no task behind.
+    """
+
+
+class TaskResultDoesNotExist(KubeTasksError, LookupError):
+    """No task with the given id exists (it may have been pruned)."""
+
+
+class ConfigurationError(KubeTasksError):
+    """The backend or the database is not configured the way an operation needs."""
+
+
+class UnknownTaskError(KubeTasksError):
+    """A stored task names a task that the worker did not import.
+
+    Workers only run tasks registered by the modules given to ``--import``; they never import
+    a module named by a row in the database.
+    """
+
+
+class Retry(KubeTasksError):  # noqa: N818 - read as ``raise Retry(...)``
+    """Raise from a task to run it again later, counting an attempt.
+
+    ``delay`` (seconds) overrides the task's backoff for this retry.
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class FailNow(KubeTasksError):  # noqa: N818 - read as ``raise FailNow(...)``
+    """Raise from a task to end it FAILED at once, whatever attempts are left."""
+
+
+class TaskLost(KubeTasksError):  # noqa: N818 - names the event recorded in a task's errors
+    """The process running a task went away (pod deleted, OOM-killed, node lost)."""
+
+
+class TaskTimeout(KubeTasksError):  # noqa: N818 - names the event recorded in a task's errors
+    """A task ran longer than its ``timeout``."""

@@ -1,0 +1,91 @@
+"""Running a task's function: shared by the Immediate backend and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from kubetasks.exceptions import UnknownTaskError
+from kubetasks.payload import check_json, dumps
+from kubetasks.result import TaskError, TaskResult, TaskResultStatus
+from kubetasks.task import Task, TaskContext, registry
+
+
+def resolve_task(task_name: str) -> Task[..., Any]:
+    """The registered task of that name. Never imports anything named by the database."""
+    found = registry.get(task_name)
+    if found is None:
+        known = ", ".join(sorted(registry)) or "none"
+        raise UnknownTaskError(
+            f"task {task_name!r} is not registered in this process (registered: {known}); "
+            "import the module that defines it (kubetasks worker --import ...)")
+    return found
+
+
+def call_arguments(task: Task[..., Any], result: TaskResult[Any]) -> tuple[list[Any], dict[str, Any]]:
+    args: list[Any] = list(result.args)
+    if task.takes_context:
+        args.insert(0, TaskContext(task_result=result, context=dict(result.context)))
+    return args, dict(result.kwargs)
+
+
+def encode_return(task_name: str, value: Any) -> str:
+    """The return value as JSON, or ``TypeError`` naming what cannot be stored."""
+    check_json(value, f"return value of task {task_name}")
+    return dumps(value)
+
+
+def error_from_exception(error: BaseException, *, attempt: int | None = None,
+                         worker_id: str | None = None) -> TaskError:
+    kind = type(error)
+    return TaskError(
+        exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+        traceback="".join(traceback.format_exception(error)),
+        message=_safe_str(error),
+        attempt=attempt,
+        worker_id=worker_id,
+    )
+
+
+def error_json(error: TaskError) -> str:
+    return dumps({
+        "exception_class_path": error.exception_class_path, "traceback": error.traceback,
+        "message": error.message, "attempt": error.attempt, "worker_id": error.worker_id,
+        "at": datetime.now(UTC).isoformat(),
+    })
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception as broken:  # an exception whose __str__ raises must still be recorded
+        return f"<str() of {type(error).__qualname__} failed: {type(broken).__qualname__}>"
+
+
+def run_inline(result: TaskResult[Any]) -> None:
+    """Run the task of ``result`` now, in this thread, and record the outcome on it."""
+    now = datetime.now(UTC)
+    result.status = TaskResultStatus.RUNNING
+    result.started_at = result.last_attempted_at = now
+    result.attempts += 1
+    try:
+        task = resolve_task(result.task_name)
+        args, kwargs = call_arguments(task, result)
+        value = task.func(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        encode_return(task.name, value)
+    except Exception as error:
+        result.errors.append(error_from_exception(error, attempt=result.attempts))
+        result.status = TaskResultStatus.FAILED
+    else:
+        result._return_value = value
+        result.status = TaskResultStatus.SUCCESSFUL
+    result.finished_at = datetime.now(UTC)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

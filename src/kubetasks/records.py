@@ -1,0 +1,82 @@
+"""Rows of the task table and of the statistics queries, as plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from kubetasks.payload import JSON
+from kubetasks.result import TaskError, TaskResultStatus
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One row of ``kubetasks_tasks``."""
+
+    id: int
+    queue_name: str
+    task_name: str
+    priority: int
+    args: list[JSON]
+    kwargs: dict[str, JSON]
+    context: dict[str, JSON]
+    state: TaskResultStatus
+    run_after: datetime
+    expected_at: datetime | None
+    enqueued_at: datetime
+    started_at: datetime | None
+    last_attempted_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    max_attempts: int
+    lost_count: int
+    claim_id: UUID | None
+    worker_pod: str | None
+    worker_pod_uid: str | None
+    worker_nonce: str | None
+    heartbeat_at: datetime | None
+    worker_ids: list[str]
+    return_value: JSON
+    errors: list[TaskError]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TaskRecord:
+        values = dict(row)
+        values["state"] = TaskResultStatus(values["state"])
+        values["errors"] = [TaskError.from_json(e) for e in values["errors"]]
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What the scaler and ``kubetasks status`` see of one queue."""
+
+    queue_name: str
+    ready: int
+    scheduled: int
+    running: int
+    overdue: int
+    next_deadline: datetime | None
+    next_run_after: datetime | None
+    oldest_ready_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineWork:
+    """A READY task with a deadline, and the estimated seconds of work up to and including it
+    in claim order."""
+
+    task_id: int
+    expected_at: datetime
+    estimate_seconds: float
+    work_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequeuedTask:
+    task_id: int
+    queue_name: str
+    task_name: str
+    state: TaskResultStatus

@@ -1,0 +1,162 @@
+"""Turning an enqueue call into a validated, serialised request — pure, no I/O.
+
+Every check happens here, before any backend writes anything, so a bad call leaves no trace.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubetasks.exceptions import InvalidTaskError
+from kubetasks.payload import JSON, check_json, dumps, loads
+
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+MAX_CONTEXT_BYTES = 8192
+
+When = datetime | timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    """One task to write: its arguments already checked and serialised."""
+
+    task_name: str
+    queue_name: str
+    priority: int
+    args: list[JSON]
+    kwargs: dict[str, JSON]
+    context: dict[str, JSON]
+    run_after: datetime | None
+    expected_at: datetime | None
+    max_attempts: int
+
+    @property
+    def args_json(self) -> str:
+        return dumps(self.args)
+
+    @property
+    def kwargs_json(self) -> str:
+        return dumps(self.kwargs)
+
+    @property
+    def context_json(self) -> str:
+        return dumps(self.context)
+
+
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (
+        MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidTaskError(
+            f"priority {priority!r} is invalid: use an int from {MIN_PRIORITY} to {MAX_PRIORITY} "
+            "(higher runs first)"
+        )
+    return priority
+
+
+def check_queue_name(queue_name: object, allowed: frozenset[str] | None) -> str:
+    if not isinstance(queue_name, str) or not queue_name.strip():
+        raise InvalidTaskError(f"queue_name {queue_name!r} is invalid: use a non-empty str")
+    if allowed is not None and queue_name not in allowed:
+        raise InvalidTaskError(
+            f"queue_name {queue_name!r} is not one of the allowed queues {sorted(allowed)}"
+        )
+    return queue_name
+
+
+def check_max_attempts(max_attempts: object) -> int:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidTaskError(f"max_attempts {max_attempts!r} is invalid: use an int >= 1")
+    return max_attempts
+
+
+def resolve_when(name: str, value: When | None, now: datetime) -> datetime | None:
+    """An absolute, timezone-aware time from a datetime or a delay from ``now``."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise InvalidTaskError(f"{name} {value!r} is a negative delay; use a timedelta >= 0")
+        return now + value
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidTaskError(
+                f"{name} {value.isoformat()} is a naive datetime; give it a timezone "
+                "(e.g. datetime.now(timezone.utc)) or pass a timedelta"
+            )
+        return value
+    raise InvalidTaskError(f"{name} {value!r} is invalid: use a timezone-aware datetime or a timedelta")
+
+
+def check_signature(func: Callable[..., Any], name: str, args: Sequence[Any],
+                    kwargs: Mapping[str, Any], takes_context: bool) -> None:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    bound_args = (None, *args) if takes_context else tuple(args)
+    try:
+        signature.bind(*bound_args, **kwargs)
+    except TypeError as error:
+        raise InvalidTaskError(f"arguments do not match task {name}{signature}: {error}") from None
+
+
+def serialisable(name: str, value: Any, path: str) -> Any:
+    try:
+        check_json(value, path)
+    except TypeError as error:
+        raise InvalidTaskError(f"task {name}: {error}") from None
+    # Normalise exactly as the worker will see it (tuples become lists).
+    return loads(dumps(value))
+
+
+def build_request(
+    *,
+    task_name: str,
+    func: Callable[..., Any],
+    takes_context: bool,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    queue_name: str,
+    priority: int,
+    max_attempts: int,
+    run_after: When | None,
+    expected_at: When | None,
+    context: Mapping[str, Any],
+    allowed_queues: frozenset[str] | None,
+    now: datetime,
+) -> EnqueueRequest:
+    """Check one enqueue call and return the request a backend writes."""
+    check_signature(func, task_name, args, kwargs, takes_context)
+    run_at = resolve_when("run_after", run_after, now)
+    deadline = resolve_when("expected_at", expected_at, now)
+    if deadline is not None and deadline < (run_at or now):
+        start = "run_after " + run_at.isoformat() if run_at else "now " + now.isoformat()
+        raise InvalidTaskError(
+            f"expected_at {deadline.isoformat()} is before {start}; a deadline must not be "
+            "earlier than the time the task may start"
+        )
+    if not isinstance(context, Mapping):
+        raise InvalidTaskError(f"context {context!r} is invalid: use a dict of JSON values")
+    normal_context = serialisable(task_name, dict(context), "context")
+    if len(dumps(normal_context).encode()) > MAX_CONTEXT_BYTES:
+        raise InvalidTaskError(
+            f"context of task {task_name} is {len(dumps(normal_context).encode())} bytes; "
+            f"keep it under {MAX_CONTEXT_BYTES} (ids and names, not data)"
+        )
+    return EnqueueRequest(
+        task_name=task_name,
+        queue_name=check_queue_name(queue_name, allowed_queues),
+        priority=check_priority(priority),
+        args=serialisable(task_name, list(args), "args"),
+        kwargs=serialisable(task_name, dict(kwargs), "kwargs"),
+        context=normal_context,
+        run_after=run_at,
+        expected_at=deadline,
+        max_attempts=check_max_attempts(max_attempts),
+    )

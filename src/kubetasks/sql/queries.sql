@@ -1,0 +1,206 @@
+-- Every statement kubetasks sends, by name. Loaded once by kubetasks.queries.
+-- Parameters use psycopg's %(name)s style.
+
+-- name: enqueue_tasks
+-- Many tasks in one statement; identity values follow the input order.
+INSERT INTO kubetasks_tasks
+    (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts)
+SELECT queue_name, task_name, priority, args, kwargs, context,
+       coalesce(run_after, now()), expected_at, max_attempts
+FROM unnest(
+    %(queue_names)s::text[], %(task_names)s::text[], %(priorities)s::smallint[],
+    %(args)s::jsonb[], %(kwargs)s::jsonb[], %(contexts)s::jsonb[],
+    %(run_afters)s::timestamptz[], %(expected_ats)s::timestamptz[], %(max_attempts)s::integer[]
+) WITH ORDINALITY AS r(queue_name, task_name, priority, args, kwargs, context,
+                       run_after, expected_at, max_attempts, ord)
+ORDER BY ord
+RETURNING *;
+
+-- name: get_task
+SELECT * FROM kubetasks_tasks WHERE id = %(id)s;
+
+-- name: list_tasks
+SELECT * FROM kubetasks_tasks
+WHERE (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+  AND (%(state)s::kubetasks_state IS NULL OR state = %(state)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: claim_tasks
+WITH picked AS (
+    SELECT id FROM kubetasks_tasks
+    WHERE state = 'READY' AND queue_name = ANY(%(queue_names)s) AND run_after <= now()
+    ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE kubetasks_tasks AS t
+SET state = 'RUNNING',
+    claim_id = gen_random_uuid(),
+    worker_pod = %(pod_name)s,
+    worker_pod_uid = %(pod_uid)s,
+    worker_nonce = %(nonce)s,
+    worker_ids = array_append(t.worker_ids, %(worker_id)s),
+    attempts = t.attempts + 1,
+    started_at = coalesce(t.started_at, now()),
+    last_attempted_at = now(),
+    heartbeat_at = now()
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.*;
+
+-- name: complete_tasks
+-- Fenced on the claim: a write for a claim that was taken away changes nothing.
+WITH done AS (
+    UPDATE kubetasks_tasks AS t
+    SET state = 'SUCCESSFUL', return_value = r.return_value, finished_at = now(),
+        claim_id = NULL, heartbeat_at = NULL
+    FROM unnest(%(claim_ids)s::uuid[], %(return_values)s::jsonb[], %(durations)s::float8[])
+        AS r(claim_id, return_value, seconds)
+    WHERE t.claim_id = r.claim_id AND t.state = 'RUNNING'
+    RETURNING t.task_name, r.claim_id, r.seconds
+), learned AS (
+    INSERT INTO kubetasks_durations AS d (task_name, mean_seconds, samples)
+    SELECT task_name, avg(seconds), count(*) FROM done GROUP BY task_name
+    ON CONFLICT (task_name) DO UPDATE
+    -- A running mean over the first samples, then an exponential one that follows change.
+    SET mean_seconds = d.mean_seconds + (excluded.mean_seconds - d.mean_seconds)
+            * least(1.0, greatest(0.05, excluded.samples::float8 / (d.samples + excluded.samples))),
+        samples = d.samples + excluded.samples,
+        updated_at = now()
+)
+SELECT claim_id FROM done;
+
+-- name: fail_task
+UPDATE kubetasks_tasks
+SET state = 'FAILED', errors = errors || jsonb_build_array(%(error)s::jsonb),
+    finished_at = now(), claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
+RETURNING id;
+
+-- name: retry_task
+UPDATE kubetasks_tasks
+SET state = 'READY', errors = errors || jsonb_build_array(%(error)s::jsonb),
+    run_after = %(run_after)s, claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
+RETURNING id;
+
+-- name: heartbeat
+UPDATE kubetasks_tasks SET heartbeat_at = now()
+WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
+RETURNING claim_id;
+
+-- name: release_tasks
+-- Put back unfinished work on a clean shutdown: the attempt did not happen.
+UPDATE kubetasks_tasks
+SET state = 'READY', attempts = greatest(attempts - 1, 0), claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
+RETURNING id, queue_name;
+
+-- name: claims_of_pod
+-- Claims held by a pod instance, except those of one live process (nonce) of it.
+SELECT claim_id FROM kubetasks_tasks
+WHERE state = 'RUNNING' AND worker_pod_uid = %(pod_uid)s
+  AND (%(except_nonce)s::text IS NULL OR worker_nonce <> %(except_nonce)s);
+
+-- name: claims_of_absent_pods
+SELECT claim_id FROM kubetasks_tasks
+WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
+  AND worker_pod_uid IS NOT NULL AND worker_pod_uid <> ALL(%(live_pod_uids)s::text[])
+  AND last_attempted_at < now() - %(min_age)s::interval;
+
+-- name: claims_with_stale_heartbeat
+SELECT claim_id FROM kubetasks_tasks
+WHERE state = 'RUNNING' AND heartbeat_at < now() - %(timeout)s::interval
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s);
+
+-- name: requeue_lost
+-- The claiming process is gone: put the task back, or fail it once it was lost too often.
+UPDATE kubetasks_tasks
+SET state = CASE WHEN lost_count + 1 > %(max_lost)s THEN 'FAILED' ELSE 'READY' END::kubetasks_state,
+    finished_at = CASE WHEN lost_count + 1 > %(max_lost)s THEN now() END,
+    lost_count = lost_count + 1,
+    attempts = greatest(attempts - 1, 0),
+    errors = errors || jsonb_build_array(jsonb_build_object(
+        'exception_class_path', 'kubetasks.exceptions.TaskLost',
+        'message', %(reason)s || CASE WHEN lost_count + 1 > %(max_lost)s
+            THEN format(' (lost %%s times, more than maxLost=%%s)', lost_count + 1, %(max_lost)s)
+            ELSE '' END,
+        'traceback', '',
+        'attempt', attempts,
+        'worker_id', worker_pod || '/' || worker_nonce,
+        'at', now())),
+    claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
+RETURNING id, queue_name, task_name, state;
+
+-- name: notify_queues
+SELECT pg_notify('kubetasks', q) FROM unnest(%(queue_names)s::text[]) AS q;
+
+-- name: cancel_task
+UPDATE kubetasks_tasks SET state = 'CANCELLED', finished_at = now()
+WHERE id = %(id)s AND state = 'READY'
+RETURNING id;
+
+-- name: next_run_after
+SELECT min(run_after) AS next_run_after FROM kubetasks_tasks
+WHERE state = 'READY' AND queue_name = ANY(%(queue_names)s);
+
+-- name: queue_stats
+SELECT queue_name,
+       count(*) FILTER (WHERE state = 'READY' AND run_after <= now()) AS ready,
+       count(*) FILTER (WHERE state = 'READY' AND run_after > now()) AS scheduled,
+       count(*) FILTER (WHERE state = 'RUNNING') AS running,
+       count(*) FILTER (WHERE expected_at < now()) AS overdue,
+       min(expected_at) FILTER (WHERE state = 'READY') AS next_deadline,
+       min(run_after) FILTER (WHERE state = 'READY' AND run_after > now()) AS next_run_after,
+       min(enqueued_at) FILTER (WHERE state = 'READY' AND run_after <= now()) AS oldest_ready_at
+FROM kubetasks_tasks
+WHERE state IN ('READY', 'RUNNING')
+  AND (%(queue_names)s::text[] IS NULL OR queue_name = ANY(%(queue_names)s))
+GROUP BY queue_name
+ORDER BY queue_name;
+
+-- name: busy_pods
+SELECT worker_pod_uid, worker_pod, count(*) AS running FROM kubetasks_tasks
+WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
+GROUP BY worker_pod_uid, worker_pod;
+
+-- name: deadline_work
+-- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
+-- and of every task claimed before it. Tasks due within the horizon count as ready.
+WITH ready AS (
+    SELECT priority, expected_at, run_after, id, task_name FROM kubetasks_tasks
+    WHERE state = 'READY' AND queue_name = %(queue_name)s
+      AND run_after <= now() + %(horizon)s::interval
+    ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+    LIMIT %(scan_limit)s
+), ordered AS (
+    SELECT r.id, r.expected_at,
+           coalesce(d.mean_seconds, %(default_seconds)s) AS estimate_seconds,
+           sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER (
+               ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id
+           ) AS work_seconds
+    FROM ready AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
+)
+SELECT id, expected_at, estimate_seconds, work_seconds FROM ordered
+WHERE expected_at IS NOT NULL
+ORDER BY work_seconds
+LIMIT %(limit)s;
+
+-- name: task_durations
+SELECT task_name, mean_seconds, samples FROM kubetasks_durations ORDER BY task_name;
+
+-- name: prune_finished
+WITH gone AS (
+    DELETE FROM kubetasks_tasks
+    WHERE id IN (
+        SELECT id FROM kubetasks_tasks
+        WHERE ((state = 'SUCCESSFUL' AND finished_at < now() - %(successful)s::interval)
+           OR (state IN ('FAILED', 'CANCELLED') AND finished_at < now() - %(failed)s::interval))
+        AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+        LIMIT %(limit)s
+    )
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;

@@ -1,0 +1,253 @@
+"""The PostgreSQL task store: one method per named statement of ``sql/queries.sql``.
+
+The client, the worker and the operator all go through this class; no other module sends SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from kubetasks.exceptions import TaskResultDoesNotExist
+from kubetasks.identity import WorkerIdentity
+from kubetasks.queries import query
+from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
+from kubetasks.request import EnqueueRequest
+
+CHANNEL = "kubetasks"
+"""NOTIFY channel; the payload is the queue name that got work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A successful run, as the worker reports it."""
+
+    claim_id: UUID
+    return_json: str
+    seconds: float
+
+
+class Store:
+    """Task storage on PostgreSQL through a small connection pool (opened on first use).
+
+    Methods that take ``connection=`` run on the caller's connection, in its transaction.
+    """
+
+    def __init__(self, conninfo: str = "", *, min_size: int = 1, max_size: int = 4,
+                 timeout: float = 30.0) -> None:
+        self.conninfo = conninfo
+        self.pool = ConnectionPool(
+            conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
+            kwargs={"autocommit": True, "row_factory": dict_row}, name="kubetasks",
+        )
+        self._opened = False
+
+    def close(self) -> None:
+        if self._opened:
+            self.pool.close()
+            self._opened = False
+
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A dedicated autocommit connection, e.g. for LISTEN. The caller closes it."""
+        return psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+
+    @contextmanager
+    def connection(self, given: psycopg.Connection[Any] | None = None,
+                   ) -> Iterator[psycopg.Connection[Any]]:
+        if given is not None:
+            yield given
+            return
+        if not self._opened:
+            self.pool.open(wait=True)
+            self._opened = True
+        with self.pool.connection() as conn:
+            yield conn
+
+    def _rows(self, name: str, params: dict[str, Any],
+              connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
+        with self.connection(connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query(name), params, prepare=True)
+            return cur.fetchall() if cur.description else []
+
+    # -- enqueue and read --------------------------------------------------------------
+
+    def enqueue(self, requests: Sequence[EnqueueRequest], *,
+                connection: psycopg.Connection[Any] | None = None) -> list[TaskRecord]:
+        """Insert the tasks in one statement; listeners are notified when it commits."""
+        if not requests:
+            return []
+        rows = self._rows("enqueue_tasks", {
+            "queue_names": [r.queue_name for r in requests],
+            "task_names": [r.task_name for r in requests],
+            "priorities": [r.priority for r in requests],
+            "args": [r.args_json for r in requests],
+            "kwargs": [r.kwargs_json for r in requests],
+            "contexts": [r.context_json for r in requests],
+            "run_afters": [r.run_after for r in requests],
+            "expected_ats": [r.expected_at for r in requests],
+            "max_attempts": [r.max_attempts for r in requests],
+        }, connection)
+        return sorted((TaskRecord.from_row(row) for row in rows), key=lambda r: r.id)
+
+    def get(self, task_id: int | str) -> TaskRecord:
+        rows = self._rows("get_task", {"id": _task_id(task_id)})
+        if not rows:
+            raise TaskResultDoesNotExist(f"no task with id {task_id!r}")
+        return TaskRecord.from_row(rows[0])
+
+    def list(self, *, queue_name: str | None = None, state: str | None = None,
+             limit: int = 50) -> list[TaskRecord]:
+        rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
+        return [TaskRecord.from_row(row) for row in rows]
+
+    def cancel(self, task_id: int | str) -> bool:
+        """Cancel a task that has not started; False if it is no longer READY."""
+        return bool(self._rows("cancel_task", {"id": _task_id(task_id)}))
+
+    # -- the worker's side -------------------------------------------------------------
+
+    def claim(self, queue_names: Sequence[str], limit: int, worker: WorkerIdentity,
+              ) -> list[TaskRecord]:
+        """Claim up to ``limit`` due tasks in claim order; concurrent claimers skip locked rows."""
+        rows = self._rows("claim_tasks", {
+            "queue_names": list(queue_names), "limit": limit, "pod_name": worker.pod_name,
+            "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id,
+        })
+        records = [TaskRecord.from_row(row) for row in rows]
+        records.sort(key=lambda r: (-r.priority, r.expected_at is None, r.expected_at or r.run_after,
+                                    r.run_after, r.id))
+        return records
+
+    def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
+        """Record successes; returns the claims that were still held (the others were lost)."""
+        if not outcomes:
+            return set()
+        rows = self._rows("complete_tasks", {
+            "claim_ids": [o.claim_id for o in outcomes],
+            "return_values": [o.return_json for o in outcomes],
+            "durations": [o.seconds for o in outcomes],
+        })
+        return {row["claim_id"] for row in rows}
+
+    def fail(self, claim_id: UUID, error: str) -> bool:
+        """End a task FAILED with ``error`` (a JSON object); False if the claim was lost."""
+        return bool(self._rows("fail_task", {"claim_id": claim_id, "error": error}))
+
+    def retry(self, claim_id: UUID, run_after: datetime, error: str) -> bool:
+        """Put a failed attempt back for ``run_after``; False if the claim was lost."""
+        return bool(self._rows("retry_task", {"claim_id": claim_id, "run_after": run_after,
+                                              "error": error}))
+
+    def heartbeat(self, claim_ids: Iterable[UUID]) -> set[UUID]:
+        """Refresh the heartbeat; returns the claims still held."""
+        ids = list(claim_ids)
+        if not ids:
+            return set()
+        return {row["claim_id"] for row in self._rows("heartbeat", {"claim_ids": ids})}
+
+    def release(self, claim_ids: Iterable[UUID]) -> int:
+        """Put back unfinished tasks on a clean shutdown, without counting an attempt."""
+        ids = list(claim_ids)
+        if not ids:
+            return 0
+        with self.connection() as conn, conn.transaction():
+            rows = self._rows("release_tasks", {"claim_ids": ids}, conn)
+            self._notify(conn, {row["queue_name"] for row in rows})
+        return len(rows)
+
+    def next_run_after(self, queue_names: Sequence[str]) -> datetime | None:
+        rows = self._rows("next_run_after", {"queue_names": list(queue_names)})
+        value: datetime | None = rows[0]["next_run_after"]
+        return value
+
+    # -- lost tasks --------------------------------------------------------------------
+
+    def requeue_claims(self, claim_ids: Iterable[UUID], *, reason: str,
+                       max_lost: int) -> list[RequeuedTask]:
+        """Put back tasks whose claiming process is gone, or fail those lost more than
+        ``max_lost`` times. Fenced on the claims: a task finished meanwhile is left alone."""
+        ids = list(claim_ids)
+        if not ids:
+            return []
+        with self.connection() as conn, conn.transaction():
+            rows = self._rows("requeue_lost", {"claim_ids": ids, "reason": reason,
+                                               "max_lost": max_lost}, conn)
+            self._notify(conn, {r["queue_name"] for r in rows if r["state"] == "READY"})
+        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], r["state"]) for r in rows]
+
+    def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
+                    except_nonce: str | None = None) -> list[RequeuedTask]:
+        """Requeue what a pod instance held (all of it, or all but one live process's)."""
+        rows = self._rows("claims_of_pod", {"pod_uid": pod_uid, "except_nonce": except_nonce})
+        return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
+
+    def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
+                            max_lost: int, min_age: timedelta = timedelta(seconds=10),
+                            ) -> list[RequeuedTask]:
+        """Requeue tasks of ``queue_name`` claimed by pods not in ``live_pod_uids``; claims
+        younger than ``min_age`` are spared, so a pod not yet seen by the caller is not robbed."""
+        rows = self._rows("claims_of_absent_pods", {
+            "queue_name": queue_name, "live_pod_uids": list(live_pod_uids), "min_age": min_age})
+        return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
+
+    def requeue_stale(self, timeout: timedelta, *, reason: str, max_lost: int,
+                      queue_name: str | None = None) -> list[RequeuedTask]:
+        """Requeue tasks whose heartbeat is older than ``timeout``."""
+        rows = self._rows("claims_with_stale_heartbeat",
+                          {"timeout": timeout, "queue_name": queue_name})
+        return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
+
+    # -- statistics and housekeeping ---------------------------------------------------
+
+    def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]:
+        rows = self._rows("queue_stats", {"queue_names": list(queue_names) if queue_names else None})
+        return [QueueStats(**row) for row in rows]
+
+    def busy_pods(self, queue_name: str) -> dict[str, int]:
+        """Running tasks per pod UID."""
+        rows = self._rows("busy_pods", {"queue_name": queue_name})
+        return {r["worker_pod_uid"]: r["running"] for r in rows if r["worker_pod_uid"]}
+
+    def deadline_work(self, queue_name: str, *, horizon: timedelta = timedelta(0),
+                      default_seconds: float = 1.0, scan_limit: int = 10_000,
+                      limit: int = 1000) -> list[DeadlineWork]:
+        rows = self._rows("deadline_work", {
+            "queue_name": queue_name, "horizon": horizon, "default_seconds": default_seconds,
+            "scan_limit": scan_limit, "limit": limit})
+        return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"])
+                for r in rows]
+
+    def durations(self) -> dict[str, float]:
+        """Learned mean run time per task name, in seconds."""
+        return {r["task_name"]: r["mean_seconds"] for r in self._rows("task_durations", {})}
+
+    def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
+              batch: int = 5000) -> int:
+        """Delete finished tasks older than the retention of their state, in batches."""
+        total = 0
+        while True:
+            rows = self._rows("prune_finished", {"successful": successful, "failed": failed,
+                                                 "queue_name": queue_name, "limit": batch})
+            deleted = int(rows[0]["deleted"])
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def _notify(self, conn: psycopg.Connection[Any], queue_names: set[str]) -> None:
+        if queue_names:
+            self._rows("notify_queues", {"queue_names": sorted(queue_names)}, conn)
+
+
+def _task_id(task_id: int | str) -> int:
+    try:
+        return int(task_id)
+    except (TypeError, ValueError):
+        raise TaskResultDoesNotExist(f"task id {task_id!r} is not a kubetasks id (an integer)") from None

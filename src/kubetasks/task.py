@@ -1,0 +1,235 @@
+"""Task definitions: the ``@task`` decorator, ``Task.enqueue`` and the registry of task names."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from kubetasks.exceptions import InvalidTaskError
+from kubetasks.payload import JSON
+from kubetasks.request import (
+    EnqueueRequest,
+    When,
+    build_request,
+    check_max_attempts,
+    check_priority,
+    check_queue_name,
+)
+from kubetasks.result import TaskResult
+from kubetasks.retry import Backoff, as_backoff
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.backends.base import Backend
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_QUEUE = "default"
+log = logging.getLogger(__name__)
+
+registry: dict[str, Task[..., Any]] = {}
+"""Every task defined in this process, by name. Workers run only tasks found here."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Passed as the first argument to tasks defined with ``takes_context=True``."""
+
+    task_result: TaskResult[Any]
+    context: dict[str, JSON]
+
+    @property
+    def attempt(self) -> int:
+        return self.task_result.attempts
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task(Generic[P, T]):
+    """A function that can run in the background. Create with ``@task``; copy with ``using()``."""
+
+    func: Callable[P, T] | Callable[P, Awaitable[T]]
+    name: str
+    queue_name: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = 1
+    retry_backoff: Backoff = field(default_factory=lambda: as_backoff(None))
+    timeout: float | None = None
+    batch_size: int | None = None
+    takes_context: bool = False
+    run_after: When | None = None
+    expected_at: When | None = None
+    context: Mapping[str, JSON] = field(default_factory=dict)
+    backend: Backend | None = field(default=None, compare=False)
+    connection: psycopg.Connection[Any] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_queue_name(self.queue_name, None)
+        check_priority(self.priority)
+        check_max_attempts(self.max_attempts)
+        if self.timeout is not None and not self.timeout > 0:
+            raise InvalidTaskError(f"timeout {self.timeout!r} of task {self.name} must be > 0 seconds")
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise InvalidTaskError(f"batch_size {self.batch_size!r} of task {self.name} must be an int >= 1")
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+    def using(
+        self,
+        *,
+        queue_name: str | None = None,
+        priority: int | None = None,
+        run_after: When | None = None,
+        expected_at: When | None = None,
+        context: Mapping[str, JSON] | None = None,
+        backend: Backend | None = None,
+        connection: psycopg.Connection[Any] | None = None,
+    ) -> Task[P, T]:
+        """A copy with other enqueue options.
+
+        ``connection`` enqueues on the caller's psycopg connection, inside its open
+        transaction: the task exists if and only if that transaction commits.
+        """
+        changes: dict[str, Any] = {
+            "queue_name": queue_name, "priority": priority, "run_after": run_after,
+            "expected_at": expected_at, "context": context, "backend": backend,
+            "connection": connection,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def get_backend(self) -> Backend:
+        if self.backend is not None:
+            return self.backend
+        from kubetasks.config import get_backend
+
+        return get_backend()
+
+    def request(self, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                backend: Backend, now: datetime) -> EnqueueRequest:
+        return build_request(
+            task_name=self.name, func=self.func, takes_context=self.takes_context,
+            args=args, kwargs=kwargs, queue_name=self.queue_name, priority=self.priority,
+            max_attempts=self.max_attempts, run_after=self.run_after,
+            expected_at=self.expected_at, context=self.context,
+            allowed_queues=backend.allowed_queues, now=now,
+        )
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[T]:
+        """Enqueue one call; validated before anything is written."""
+        return self._enqueue_calls([(args, kwargs)])[0]
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[T]:
+        return await asyncio.to_thread(self.enqueue, *args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[TaskResult[T]]:
+        """Enqueue many calls in one round trip. Each call is a tuple of positional
+        arguments or a dict of keyword arguments: ``enqueue_many([(1,), (2,), {"user_id": 3}])``.
+        All are checked first; if one is bad, none is written."""
+        pairs: list[tuple[Sequence[Any], Mapping[str, Any]]] = []
+        for index, call in enumerate(calls):
+            if isinstance(call, Mapping):
+                pairs.append(((), call))
+            elif isinstance(call, (tuple, list)):
+                pairs.append((call, {}))
+            else:
+                raise InvalidTaskError(
+                    f"call {index} of enqueue_many is {call!r}: use a tuple of positional "
+                    "arguments or a dict of keyword arguments")
+        return self._enqueue_calls(pairs)
+
+    def enqueue_batched(self, items: Sequence[Any], *args: Any, batch_size: int | None = None,
+                        **kwargs: Any) -> list[TaskResult[T]]:
+        """Split ``items`` into lists of ``batch_size`` (default: the task's) and enqueue one
+        task per list, which it receives as its first argument (Tryton's ``queue_batch``)."""
+        size = batch_size or self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidTaskError(f"batch_size {size!r} is invalid: use an int >= 1 "
+                                   f"(or set batch_size on task {self.name})")
+        chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
+        return self._enqueue_calls([((chunk, *args), kwargs) for chunk in chunks])
+
+    def _enqueue_calls(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+                       ) -> list[TaskResult[T]]:
+        backend = self.get_backend()
+        now = datetime.now(UTC)
+        requests = [self.request(args, kwargs, backend=backend, now=now) for args, kwargs in calls]
+        return backend.enqueue_many(requests, connection=self.connection)
+
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> T | Awaitable[T]:
+        """Run the function directly, in this process, now."""
+        return self.func(*args, **kwargs)
+
+
+@overload
+def task(function: Callable[P, Awaitable[T]], /) -> Task[P, T]: ...
+@overload
+def task(function: Callable[P, T], /) -> Task[P, T]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue_name: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    max_attempts: int = 1,
+    retry_backoff: Backoff | Mapping[int, float] | None = None,
+    timeout: float | None = None,
+    batch_size: int | None = None,
+    takes_context: bool = False,
+) -> Callable[[Callable[P, T]], Task[P, T]]: ...
+
+
+def task(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue_name: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    max_attempts: int = 1,
+    retry_backoff: Backoff | Mapping[int, float] | None = None,
+    timeout: float | None = None,
+    batch_size: int | None = None,
+    takes_context: bool = False,
+) -> Any:
+    """Define a task, usable as ``@task`` or ``@task(queue_name="emails", max_attempts=3)``.
+
+    ``retry_backoff`` is exponential with jitter by default; a mapping such as
+    ``{1: 10, 5: 60}`` waits 10 s after attempts 1-4 and 60 s from the fifth.
+    """
+
+    def define(func: Callable[..., Any]) -> Task[..., Any]:
+        defined: Task[..., Any] = Task(
+            func=func, name=name or f"{func.__module__}.{func.__qualname__}",
+            queue_name=queue_name, priority=priority, max_attempts=max_attempts,
+            retry_backoff=as_backoff(retry_backoff), timeout=timeout, batch_size=batch_size,
+            takes_context=takes_context,
+        )
+        register(defined)
+        return defined
+
+    return define(function) if function is not None else define
+
+
+def register(defined: Task[..., Any]) -> None:
+    existing = registry.get(defined.name)
+    if existing is not None and existing.func is not defined.func:
+        existing_func: Any = existing.func
+        func: Any = defined.func
+        if (existing_func.__module__, existing_func.__qualname__) != (func.__module__, func.__qualname__):
+            raise InvalidTaskError(
+                f"task name {defined.name!r} is already used by {existing_func.__module__}."
+                f"{existing_func.__qualname__}; pass name=... to tell them apart")
+        log.debug("task %s redefined (module reloaded)", defined.name)
+    registry[defined.name] = defined
