@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,6 @@ from datetime import timedelta
 from kubetasks.config import Settings, configure
 from kubetasks.exceptions import KubeTasksError
 from kubetasks.migrations import migrate
-from kubetasks.payload import dumps
 from kubetasks.store import Store
 
 
@@ -57,7 +55,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     store = Store(database_url(args))
     try:
-        records = store.list(queue_name=args.queue, state=args.state, limit=args.limit)
+        records = store.list_tasks(queue_name=args.queue, state=args.state, limit=args.limit)
     finally:
         store.close()
     for r in records:

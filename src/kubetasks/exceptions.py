@@ -34,7 +34,7 @@ class UnknownTaskError(KubeTasksError):
     """
 
 
-class Retry(KubeTasksError):  # noqa: N818 - read as ``raise Retry(...)``
+class Retry(KubeTasksError):
     """Raise from a task to run it again later, counting an attempt.
 
     ``delay`` (seconds) overrides the task's backoff for this retry.
@@ -45,13 +45,13 @@ class Retry(KubeTasksError):  # noqa: N818 - read as ``raise Retry(...)``
         self.delay = delay
 
 
-class FailNow(KubeTasksError):  # noqa: N818 - read as ``raise FailNow(...)``
+class FailNow(KubeTasksError):
     """Raise from a task to end it FAILED at once, whatever attempts are left."""
 
 
-class TaskLost(KubeTasksError):  # noqa: N818 - names the event recorded in a task's errors
+class TaskLost(KubeTasksError):
     """The process running a task went away (pod deleted, OOM-killed, node lost)."""
 
 
-class TaskTimeout(KubeTasksError):  # noqa: N818 - names the event recorded in a task's errors
+class TaskTimeout(KubeTasksError):
     """A task ran longer than its ``timeout``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeAlias
 
 JSON: TypeAlias = Any
@@ -28,7 +29,7 @@ def check_json(value: Any, path: str) -> None:
     if value is None or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
         return
     if isinstance(value, (list, tuple)):

@@ -65,13 +65,14 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class DeadlineWork:
-    """A READY task with a deadline, and the estimated seconds of work up to and including it
-    in claim order."""
+    """A READY task with a deadline, and the estimated seconds of work (and the number of tasks)
+    up to and including it in claim order."""
 
     task_id: int
     expected_at: datetime
     estimate_seconds: float
     work_seconds: float
+    position: int
 
 
 @dataclass(frozen=True, slots=True)

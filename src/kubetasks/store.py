@@ -103,7 +103,7 @@ class Store:
             raise TaskResultDoesNotExist(f"no task with id {task_id!r}")
         return TaskRecord.from_row(rows[0])
 
-    def list(self, *, queue_name: str | None = None, state: str | None = None,
+    def list_tasks(self, *, queue_name: str | None = None, state: str | None = None,
              limit: int = 50) -> list[TaskRecord]:
         rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
         return [TaskRecord.from_row(row) for row in rows]
@@ -184,9 +184,12 @@ class Store:
         return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], r["state"]) for r in rows]
 
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
-                    except_nonce: str | None = None) -> list[RequeuedTask]:
-        """Requeue what a pod instance held (all of it, or all but one live process's)."""
-        rows = self._rows("claims_of_pod", {"pod_uid": pod_uid, "except_nonce": except_nonce})
+                    except_nonce: str | None = None,
+                    claimed_before: datetime | None = None) -> list[RequeuedTask]:
+        """Requeue what a pod instance held: all of it, all but one live process's
+        (``except_nonce``), or what was claimed before its container restarted."""
+        rows = self._rows("claims_of_pod", {"pod_uid": pod_uid, "except_nonce": except_nonce,
+                                            "claimed_before": claimed_before})
         return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
 
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
@@ -222,8 +225,8 @@ class Store:
         rows = self._rows("deadline_work", {
             "queue_name": queue_name, "horizon": horizon, "default_seconds": default_seconds,
             "scan_limit": scan_limit, "limit": limit})
-        return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"])
-                for r in rows]
+        return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"],
+                             r["position"]) for r in rows]
 
     def durations(self) -> dict[str, float]:
         """Learned mean run time per task name, in seconds."""

@@ -112,7 +112,8 @@ def test_restricted_queues_refuse_unknown_queue(store: Store, dsn: str) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     ({"priority": 101}, "priority 101 is invalid"),
     ({"run_after": datetime(2030, 1, 1)}, "run_after 2030-01-01T00:00:00 is a naive datetime"),
-    ({"run_after": timedelta(hours=2), "expected_at": timedelta(hours=1)}, "expected_at .* is before run_after"),
+    ({"run_after": timedelta(hours=2), "expected_at": timedelta(hours=1)},
+     "expected_at .* is before run_after"),
     ({"queue_name": ""}, "queue_name '' is invalid"),
 ])
 def test_bad_options_raise_and_write_nothing(backend: PostgresBackend, dsn: str,

@@ -195,7 +195,8 @@ def test_deadline_work_accumulates_estimates_in_claim_order(store: Store) -> Non
 
     work = store.deadline_work("q", default_seconds=2.0)
 
-    assert [(w.estimate_seconds, w.work_seconds) for w in work] == [(10.0, 20.0), (2.0, 22.0)]
+    assert [(w.estimate_seconds, w.work_seconds, w.position) for w in work] == [
+        (10.0, 20.0, 2), (2.0, 22.0, 3)]
 
 
 def test_complete_learns_mean_durations(store: Store) -> None:
@@ -220,7 +221,7 @@ def test_prune_deletes_only_finished_tasks_past_retention(store: Store) -> None:
                      " WHERE id = %s", (claims[0].id,))
 
     assert store.prune(successful=timedelta(days=1), failed=timedelta(days=1)) == 1
-    remaining = {r.id for r in store.list(limit=10)}
+    remaining = {r.id for r in store.list_tasks(limit=10)}
     assert remaining == {r.id for r in records} - {claims[0].id}
     assert store.prune(successful=timedelta(0), failed=timedelta(0)) == 2
 
@@ -240,3 +241,19 @@ def test_enqueue_notifies_listeners_on_commit(store: Store) -> None:
     thread.join()
     listener.close()
     assert received == ["emails"]
+
+
+def test_requeue_after_a_container_restart_takes_only_older_claims(store: Store) -> None:
+    store.enqueue([request(), request()])
+    before_restart = store.claim(["q"], 1, worker("pod-a", nonce="old"))[0]
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '1 minute'"
+                     " WHERE id = %s", (before_restart.id,))
+    restarted_at = datetime.now(UTC) - timedelta(seconds=1)
+    after_restart = store.claim(["q"], 1, worker("pod-a", nonce="new"))[0]
+
+    moved = store.requeue_pod("uid-pod-a", reason="container restarted (OOMKilled)", max_lost=3,
+                              claimed_before=restarted_at)
+
+    assert [m.task_id for m in moved] == [before_restart.id]
+    assert store.get(after_restart.id).state == TaskResultStatus.RUNNING

@@ -98,10 +98,12 @@ WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
 RETURNING id, queue_name;
 
 -- name: claims_of_pod
--- Claims held by a pod instance, except those of one live process (nonce) of it.
+-- Claims held by a pod instance: all of them, all but those of one live process (nonce), or
+-- those made before its current container started (a restart).
 SELECT claim_id FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND worker_pod_uid = %(pod_uid)s
-  AND (%(except_nonce)s::text IS NULL OR worker_nonce <> %(except_nonce)s);
+  AND (%(except_nonce)s::text IS NULL OR worker_nonce <> %(except_nonce)s)
+  AND (%(claimed_before)s::timestamptz IS NULL OR last_attempted_at < %(claimed_before)s);
 
 -- name: claims_of_absent_pods
 SELECT claim_id FROM kubetasks_tasks
@@ -168,7 +170,8 @@ GROUP BY worker_pod_uid, worker_pod;
 
 -- name: deadline_work
 -- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
--- and of every task claimed before it. Tasks due within the horizon count as ready.
+-- and of every task claimed before it, and how many tasks that is. Tasks due within the
+-- horizon count as ready.
 WITH ready AS (
     SELECT priority, expected_at, run_after, id, task_name FROM kubetasks_tasks
     WHERE state = 'READY' AND queue_name = %(queue_name)s
@@ -178,12 +181,12 @@ WITH ready AS (
 ), ordered AS (
     SELECT r.id, r.expected_at,
            coalesce(d.mean_seconds, %(default_seconds)s) AS estimate_seconds,
-           sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER (
-               ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id
-           ) AS work_seconds
+           sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER claim_order AS work_seconds,
+           row_number() OVER claim_order AS position
     FROM ready AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
+    WINDOW claim_order AS (ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id)
 )
-SELECT id, expected_at, estimate_seconds, work_seconds FROM ordered
+SELECT id, expected_at, estimate_seconds, work_seconds, position FROM ordered
 WHERE expected_at IS NOT NULL
 ORDER BY work_seconds
 LIMIT %(limit)s;

@@ -1,0 +1,95 @@
+"""Django's tasks API on kubetasks, end to end: run as a script under each Django version.
+
+Environment: KUBETASKS_TEST_* (the database), DJANGO_SETTINGS_MODULE, KUBETASKS_REPO.
+Prints one line per step; exits non-zero at the first failed check.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import django
+
+django.setup()
+
+from django.db import connection, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    from django.tasks import TaskResultStatus, default_task_backend
+    from django.tasks.exceptions import InvalidTask
+else:
+    from django_tasks import TaskResultStatus, default_task_backend
+    from django_tasks.exceptions import InvalidTask
+
+from tests.django_project.tasks import attempt_number, send_welcome  # noqa: E402
+
+
+def count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kubetasks_tasks")
+        return int(cursor.fetchone()[0])
+
+
+def wait_finished(result, seconds: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result.refresh()
+        if result.is_finished:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"task {result.id} still {result.status} after {seconds}s")
+
+
+print("django", django.get_version(), "backend", type(default_task_backend).__name__)
+
+result = send_welcome.enqueue(1, template="short")
+assert result.status == TaskResultStatus.READY, result.status
+assert default_task_backend.get_result(result.id).args == [1]
+print("enqueue: READY, get_result works")
+
+later = send_welcome.using(run_after=timezone.now() + timedelta(hours=1), priority=9).enqueue(2)
+assert send_welcome.get_result(later.id).task.priority == 5  # the task, not the call
+print("using(run_after, priority): accepted")
+
+try:
+    send_welcome.using(queue_name="unknown")
+except InvalidTask as error:
+    print("unknown queue refused:", error)
+else:
+    raise AssertionError("unknown queue accepted")
+
+before = count()
+try:
+    with transaction.atomic():
+        send_welcome.enqueue(3)
+        raise RuntimeError("roll back")
+except RuntimeError:
+    pass
+assert count() == before, "a rolled-back enqueue left a task"
+with transaction.atomic():
+    committed = send_welcome.enqueue(4)
+assert count() == before + 1
+print("enqueue inside transaction.atomic(): exists only if committed")
+
+context_result = attempt_number.enqueue()
+repo = os.environ["KUBETASKS_REPO"]
+worker = subprocess.Popen(
+    [sys.executable, "-m", "kubetasks.cli", "worker", "--queue", "emails", "--queue", "default",
+     "--import", "kubetasks.contrib.django.setup", "--import", "tests.django_project.tasks",
+     "--health-port", "0"],
+    cwd=repo, env={**os.environ, "KUBETASKS_DATABASE_URL": "postgresql://{USER}@{HOST}:{PORT}/{NAME}"
+                   .format(**connection.settings_dict)},
+)
+try:
+    done = wait_finished(committed)
+    assert done.status == TaskResultStatus.SUCCESSFUL, (done.status, done.errors)
+    assert done.return_value == "welcome 4 with default", done.return_value
+    assert wait_finished(context_result).return_value == 1
+finally:
+    worker.terminate()
+    worker.wait(timeout=30)
+print("worker ran the Django task: return value read back through Django")
+print("OK")

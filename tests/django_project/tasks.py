@@ -1,0 +1,16 @@
+import django
+
+if django.VERSION >= (6, 0):
+    from django.tasks import task
+else:
+    from django_tasks import task
+
+
+@task(queue_name="emails", priority=5)
+def send_welcome(user_id: int, template: str = "default") -> str:
+    return f"welcome {user_id} with {template}"
+
+
+@task(takes_context=True)
+def attempt_number(context) -> int:  # type: ignore[no-untyped-def]
+    return int(context.attempt)
