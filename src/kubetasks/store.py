@@ -228,6 +228,11 @@ class Store:
         return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"],
                              r["position"]) for r in rows]
 
+    def backlog_work(self, queue_name: str, *, default_seconds: float = 1.0) -> float:
+        """Estimated seconds of work of the queue's due and running tasks."""
+        rows = self._rows("backlog_work", {"queue_name": queue_name, "default_seconds": default_seconds})
+        return float(rows[0]["work_seconds"])
+
     def durations(self) -> dict[str, float]:
         """Learned mean run time per task name, in seconds."""
         return {r["task_name"]: r["mean_seconds"] for r in self._rows("task_durations", {})}
@@ -247,6 +252,18 @@ class Store:
     def _notify(self, conn: psycopg.Connection[Any], queue_names: set[str]) -> None:
         if queue_names:
             self._rows("notify_queues", {"queue_names": sorted(queue_names)}, conn)
+
+    # -- worker additions --
+
+    def listen(self) -> psycopg.Connection[dict[str, Any]]:
+        """A dedicated connection LISTENing on ``CHANNEL``. The caller closes it."""
+        conn = self.connect()
+        try:
+            conn.execute(query("listen_for_tasks"))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
 
 def _task_id(task_id: int | str) -> int:

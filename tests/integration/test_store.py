@@ -194,6 +194,7 @@ def test_deadline_work_accumulates_estimates_in_claim_order(store: Store) -> Non
     ])
 
     work = store.deadline_work("q", default_seconds=2.0)
+    assert store.backlog_work("q", default_seconds=2.0) == 24.0
 
     assert [(w.estimate_seconds, w.work_seconds, w.position) for w in work] == [
         (10.0, 20.0, 2), (2.0, 22.0, 3)]

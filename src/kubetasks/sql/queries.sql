@@ -191,6 +191,13 @@ WHERE expected_at IS NOT NULL
 ORDER BY work_seconds
 LIMIT %(limit)s;
 
+-- name: backlog_work
+-- Estimated seconds of work of the tasks due now and running (their learned mean durations).
+SELECT coalesce(sum(coalesce(d.mean_seconds, %(default_seconds)s)), 0) AS work_seconds
+FROM kubetasks_tasks AS t LEFT JOIN kubetasks_durations AS d USING (task_name)
+WHERE t.queue_name = %(queue_name)s
+  AND (t.state = 'RUNNING' OR (t.state = 'READY' AND t.run_after <= now()));
+
 -- name: task_durations
 SELECT task_name, mean_seconds, samples FROM kubetasks_durations ORDER BY task_name;
 
@@ -207,3 +214,8 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone;
+
+-- name: listen_for_tasks
+-- The worker's wake-up call: enqueue (trigger) and put-backs NOTIFY this channel
+-- (store.CHANNEL) with the queue name as payload.
+LISTEN kubetasks;

@@ -1,0 +1,193 @@
+"""kopf handlers: reconcile the worker Deployment, run each queue's scaler, and put back the
+tasks of worker pods that died. Handlers parse, call pure functions, and apply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+import kopf
+import psycopg
+
+from kubetasks_operator import metrics
+from kubetasks_operator.kube import Kube, SecretMissing, load_config
+from kubetasks_operator.lost import pod_loss, restart_count
+from kubetasks_operator.objects import deployment_name, worker_deployment
+from kubetasks_operator.runtime import Runtime
+from kubetasks_operator.scaler import QueueController, utcnow
+from kubetasks_operator.spec import (
+    GROUP,
+    MANAGED_BY,
+    PLURAL,
+    TASKQUEUE_LABEL,
+    VERSION,
+    InvalidSpec,
+    parse_spec,
+)
+
+log = logging.getLogger(__name__)
+RUNTIME_KEY = "kubetasks"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Progress in annotations only: the CRD's structural schema prunes unknown status fields.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetasks.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kubetasks.io", key="last-handled-configuration")
+    settings.persistence.finalizer = "kubetasks.io/operator"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    await asyncio.to_thread(load_config)
+    memo[RUNTIME_KEY] = Runtime(kube=Kube())
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo[RUNTIME_KEY]
+    for notifier in runtime.notifiers.values():
+        await notifier.close()
+    runtime.close()
+
+
+@kopf.on.probe(id="taskqueues")
+def probe_taskqueues(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo[RUNTIME_KEY].controllers)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: str,
+                    namespace: str | None, memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Build the worker Deployment from the spec and apply it; keep the live replica count."""
+    runtime: Runtime = memo[RUNTIME_KEY]
+    assert namespace is not None  # TaskQueue is namespaced
+    try:
+        parsed = parse_spec(spec)
+    except InvalidSpec as error:
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(f"invalid spec: {error}") from None
+    ref = parsed.database.secret_ref
+    try:
+        conninfo = await asyncio.to_thread(runtime.kube.secret_value, namespace, ref.name, ref.key)
+    except SecretMissing as error:
+        await asyncio.to_thread(_report_missing_secret, runtime, body, str(error))
+        raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
+    controller = runtime.controller(body, parsed, conninfo)
+    replicas = await asyncio.to_thread(runtime.kube.deployment_replicas, namespace,
+                                       deployment_name(name))
+    deployment = worker_deployment(parsed, taskqueue_name=name, namespace=namespace,
+                                   replicas=parsed.scaling.min_replicas if replicas is None else replicas)
+    kopf.adopt(deployment, owner=body)
+    outcome = await asyncio.to_thread(runtime.kube.apply_deployment, deployment)
+    controller.fields["observedGeneration"] = meta.get("generation")
+    controller.set_condition("Ready", True, "Reconciled", f"Deployment {deployment_name(name)} {outcome}")
+    await asyncio.to_thread(controller.write_status, utcnow())
+    return {"deployment": deployment_name(name), "outcome": outcome}
+
+
+def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> None:
+    meta = body["metadata"]
+    kopf.warn(body, reason="DatabaseSecretMissing", message=message)
+    runtime.kube.patch_status(meta["namespace"], meta["name"], {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "DatabaseSecretMissing", "message": message,
+         "lastTransitionTime": utcnow().isoformat(timespec="seconds")}]})
+
+
+@kopf.index("pods", labels=MANAGED_BY)
+def worker_pods(namespace: str | None, name: str, uid: str, labels: kopf.Labels,
+                status: kopf.Status, **_: Any) -> dict[tuple[str, str], tuple[str, str]]:
+    """Live worker pods by (namespace, TaskQueue): (uid, name). Ended pods are not live."""
+    if status.get("phase") in ("Failed", "Succeeded") or TASKQUEUE_LABEL not in labels or not namespace:
+        return {}
+    return {(namespace, labels[TASKQUEUE_LABEL]): (uid, name)}
+
+
+def live_pods(index: kopf.Index[tuple[str, str], tuple[str, str]], namespace: str,
+              name: str) -> dict[str, str]:
+    return dict(index.get((namespace, name), []))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo,
+                **kwargs: Any) -> None:
+    """The queue's control loop: a step every poll interval, or at once on NOTIFY."""
+    runtime: Runtime = memo[RUNTIME_KEY]
+    pods_index: kopf.Index[tuple[str, str], tuple[str, str]] = kwargs["worker_pods"]
+    assert namespace is not None
+    controller = await _wait_for_controller(runtime, (namespace, name), stopped)
+    if controller is None:
+        return
+    notifier = runtime.notifier(controller.store.conninfo)
+    wake = asyncio.Event()
+    notifier.subscribe(controller.queue_name, wake)
+    next_sweep = utcnow()
+    database_ok = True
+    try:
+        while not stopped:
+            controller = runtime.controllers.get((namespace, name), controller)
+            pods = live_pods(pods_index, namespace, name)
+            try:
+                await asyncio.to_thread(controller.step, utcnow(), pods)
+                if utcnow() >= next_sweep:
+                    await asyncio.to_thread(controller.sweep, pods)
+                    interval = controller.spec.lost_tasks.sweep_interval_seconds
+                    next_sweep = utcnow() + timedelta(seconds=interval)
+                if not database_ok:
+                    controller.post_event("Normal", "DatabaseReachable", "the database answers again")
+                database_ok = True
+            except psycopg.Error as error:
+                if database_ok:
+                    controller.post_event("Warning", "DatabaseUnreachable", str(error).strip())
+                database_ok = False
+                controller.set_condition("DatabaseReachable", False, "Unreachable", str(error).strip())
+                await asyncio.to_thread(controller.write_status, utcnow())
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), controller.spec.scaling.poll_interval_seconds)
+    finally:
+        notifier.unsubscribe(controller.queue_name, wake)
+        runtime.controllers.pop((namespace, name), None)
+
+
+async def _wait_for_controller(runtime: Runtime, key: tuple[str, str],
+                               stopped: kopf.DaemonStopped) -> QueueController | None:
+    """The reconcile handler makes the controller once the database Secret is readable."""
+    while not stopped:
+        if key in runtime.controllers:
+            return runtime.controllers[key]
+        await asyncio.sleep(0.5)
+    return None
+
+
+@kopf.on.event("pods", labels=MANAGED_BY)
+async def pod_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,
+                    namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Put back at once the tasks of a worker pod that was deleted, failed, or restarted."""
+    runtime: Runtime = memo[RUNTIME_KEY]
+    controller = runtime.controllers.get((namespace or "", labels.get(TASKQUEUE_LABEL, "")))
+    uid = body["metadata"]["uid"]
+    previous = runtime.restarts.get(uid)
+    loss = pod_loss(event.get("type"), body, previous)
+    if event.get("type") == "DELETED":
+        runtime.restarts.pop(uid, None)
+    else:
+        runtime.restarts[uid] = restart_count(body)
+    if loss is None or controller is None:
+        return
+    moved = await asyncio.to_thread(
+        controller.store.requeue_pod, loss.pod_uid, reason=loss.reason,
+        max_lost=controller.spec.lost_tasks.max_lost, claimed_before=loss.claimed_before)
+    if moved:
+        metrics.REQUEUED.labels(controller.namespace, controller.name, "pod").inc(len(moved))
+        failed = [t.task_id for t in moved if t.state == "FAILED"]
+        message = f"{loss.reason}: put back {len(moved) - len(failed)} task(s)"
+        if failed:
+            message += f", failed {len(failed)} lost more than maxLost times ({failed[:10]})"
+        controller.post_event("Warning", "TasksRequeued", message)
+        log.warning("requeued lost tasks", extra={"taskqueue": controller.name, "pod": loss.pod_name,
+                                                  "tasks": [t.task_id for t in moved]})

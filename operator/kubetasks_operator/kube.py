@@ -1,0 +1,92 @@
+"""The operator's only door to the Kubernetes API (besides kopf's own watching).
+
+Calls are blocking (the official client); the async handlers run them in threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kubetasks_operator.spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+
+class SecretMissing(LookupError):
+    """The database Secret or its key does not exist (yet)."""
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.core = client.CoreV1Api()
+        self.apps = client.AppsV1Api()
+        self.custom = client.CustomObjectsApi()
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise SecretMissing(f"Secret {namespace}/{name} does not exist") from None
+            raise
+        data = secret.data or {}
+        if key not in data:
+            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r} "
+                                f"(keys: {sorted(data) or 'none'})")
+        return base64.b64decode(data[key]).decode()
+
+    def deployment_replicas(self, namespace: str, name: str) -> int | None:
+        """``spec.replicas`` of the Deployment, or None if it does not exist."""
+        try:
+            deployment = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return int(deployment.spec.replicas or 0)
+
+    def apply_deployment(self, body: dict[str, Any]) -> str:
+        """Create the Deployment, or replace its spec so that removed fields go away.
+        The caller sets ``spec.replicas`` to the live value on replace."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            current = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self.apps.create_namespaced_deployment(namespace, body)
+            return "created"
+        body = {**body, "metadata": {**body["metadata"],
+                                     "resourceVersion": current.metadata.resource_version}}
+        self.apps.replace_namespaced_deployment(name, namespace, body)
+        return "replaced"
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+        except ApiException as error:
+            if error.status != 404:  # the pod went away meanwhile: nothing to mark
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile
+                raise

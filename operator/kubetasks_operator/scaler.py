@@ -1,0 +1,181 @@
+"""One TaskQueue's control loop: observe PostgreSQL, decide with the pure policy, apply.
+
+Every step: read the queue's statistics, compute ``desired_replicas``, mark idle pods cheap to
+delete before a scale-in, set the Deployment's replicas, and write the TaskQueue status. A step
+runs every ``pollIntervalSeconds`` and at once when a NOTIFY says the queue got work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubetasks.records import QueueStats
+from kubetasks.store import Store
+from kubetasks_operator import metrics
+from kubetasks_operator.kube import Kube
+from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
+from kubetasks_operator.policy import (
+    Deadline,
+    Decision,
+    Observation,
+    ScalingSpec,
+    desired_replicas,
+    remember,
+)
+from kubetasks_operator.spec import TaskQueueSpec, parse_retention
+
+log = logging.getLogger(__name__)
+
+EventPoster = Callable[[str, str, str], None]
+"""(type, reason, message) -> None; posts a Kubernetes Event on the TaskQueue."""
+
+
+def scaling_spec(spec: TaskQueueSpec) -> ScalingSpec:
+    s = spec.scaling
+    return ScalingSpec(
+        min_replicas=s.min_replicas, max_replicas=s.max_replicas,
+        concurrency=spec.worker.concurrency,
+        scale_down_delay=timedelta(seconds=s.scale_down_delay_seconds),
+        scale_to_zero_delay=timedelta(seconds=s.scale_to_zero_delay_seconds),
+        pod_startup=timedelta(seconds=s.pod_startup_seconds),
+        backlog_drain=timedelta(seconds=s.backlog_drain_seconds),
+    )
+
+
+def condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, str]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason,
+            "message": message, "lastTransitionTime": now.isoformat(timespec="seconds")}
+
+
+def merge_conditions(old: list[dict[str, str]], new: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Keep lastTransitionTime of conditions whose status did not change."""
+    before = {c["type"]: c for c in old}
+    merged = []
+    for fresh in new:
+        prior = before.get(fresh["type"])
+        if prior and prior.get("status") == fresh["status"]:
+            fresh = {**fresh, "lastTransitionTime": prior.get("lastTransitionTime",  # noqa: PLW2901
+                                                              fresh["lastTransitionTime"])}
+        merged.append(fresh)
+    return merged
+
+
+@dataclass
+class QueueController:
+    """The scaling state of one TaskQueue, kept in memory between steps."""
+
+    kube: Kube
+    store: Store
+    namespace: str
+    name: str
+    queue_name: str
+    spec: TaskQueueSpec
+    post_event: EventPoster
+    recent: tuple[tuple[datetime, int], ...] = ()
+    idle_since: datetime | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    conditions: list[dict[str, str]] = field(default_factory=list)
+    last_status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deployment(self) -> str:
+        return deployment_name(self.name)
+
+    def observe(self, now: datetime, live_pods: Mapping[str, str]) -> tuple[QueueStats, Observation,
+                                                                          dict[str, int]]:
+        stats = next(iter(self.store.queue_stats([self.queue_name])), None) or QueueStats(
+            self.queue_name, 0, 0, 0, 0, None, None, None)
+        running_by_uid = {uid: n for uid, n in self.store.busy_pods(self.queue_name).items()
+                          if uid in live_pods}
+        scaling = self.spec.scaling
+        deadlines = tuple(
+            Deadline(expected_at=w.expected_at, work_seconds=w.work_seconds, position=w.position)
+            for w in self.store.deadline_work(
+                self.queue_name, horizon=timedelta(seconds=scaling.pod_startup_seconds)))
+        if stats.ready or stats.running or deadlines:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        current = self.kube.deployment_replicas(self.namespace, self.deployment) or 0
+        observation = Observation(
+            ready=stats.ready, running=stats.running, deadlines=deadlines,
+            current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
+            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name))
+        return stats, observation, running_by_uid
+
+    def step(self, now: datetime, live_pods: Mapping[str, str]) -> Decision:
+        """One observation, decision and application. Raises on database/API errors."""
+        stats, observation, running_by_uid = self.observe(now, live_pods)
+        spec = scaling_spec(self.spec)
+        decision = desired_replicas(observation, spec, now)
+        self.recent = remember(self.recent, decision, now, spec.scale_down_delay)
+        current = observation.current_replicas
+        if decision.replicas != current:
+            if decision.replicas < current:
+                self.mark_deletion_costs(live_pods, running_by_uid)
+            self.kube.scale_deployment(self.namespace, self.deployment, decision.replicas)
+            self.post_event("Normal", "Scaled", f"{current} -> {decision.replicas}: {decision.reason}")
+            log.info("scaled", extra={"taskqueue": self.name, "queue": self.queue_name,
+                                      "from": current, "to": decision.replicas,
+                                      "reason": decision.reason})
+        metrics.record(self.namespace, self.name, stats, current, decision)
+        self.set_condition("DatabaseReachable", True, "Connected", "queue statistics read")
+        self.write_status(now, stats, decision, scaled=decision.replicas != current)
+        return decision
+
+    def mark_deletion_costs(self, live_pods: Mapping[str, str], running_by_uid: dict[str, int]) -> None:
+        for pod, cost in deletion_costs(dict(live_pods), running_by_uid).items():
+            self.kube.annotate_pod(self.namespace, pod, {DELETION_COST: str(cost)})
+
+    def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+        fresh = merge_conditions(self.conditions, [condition(kind, ok, reason, message, utcnow())])
+        others = [c for c in self.conditions if c["type"] != kind]
+        self.conditions = sorted(others + fresh, key=lambda c: c["type"])
+
+    def write_status(self, now: datetime, stats: QueueStats | None = None,
+                     decision: Decision | None = None, *, scaled: bool = False) -> None:
+        """Patch the TaskQueue status with what changed since the last write. Merge patches
+        replace lists whole, so the conditions are always written together from here."""
+        if stats is not None:
+            self.fields.update(backlog=stats.ready, running=stats.running, scheduled=stats.scheduled,
+                               overdue=stats.overdue,
+                               nextDeadline=(stats.next_deadline.isoformat(timespec="seconds")
+                                             if stats.next_deadline else None))
+        if decision is not None:
+            self.fields.update(replicas=decision.replicas, desiredReplicas=decision.wanted,
+                               reason=decision.reason)
+            self.set_condition("Scaling", True, "Active", decision.reason)
+        status = {"queueName": self.queue_name, **self.fields, "conditions": self.conditions}
+        if scaled:
+            status["lastScaleTime"] = now.isoformat(timespec="seconds")
+        if status != self.last_status or scaled:
+            self.kube.patch_status(self.namespace, self.name, status)
+            self.last_status = status
+
+    def sweep(self, live_pods: Mapping[str, str]) -> int:
+        """Put back tasks of pods that no longer exist and of stopped heartbeats; prune finished
+        tasks past the queue's retention."""
+        lost = self.spec.lost_tasks
+        moved = self.store.requeue_absent_pods(
+            self.queue_name, live_pods.keys(), reason="the claiming pod no longer exists",
+            max_lost=lost.max_lost)
+        moved += self.store.requeue_stale(
+            timedelta(seconds=lost.heartbeat_timeout_seconds), queue_name=self.queue_name,
+            reason=f"no heartbeat for {lost.heartbeat_timeout_seconds}s", max_lost=lost.max_lost)
+        retention = self.spec.retention
+        self.store.prune(successful=parse_retention(retention.successful),
+                         failed=parse_retention(retention.failed), queue_name=self.queue_name)
+        if moved:
+            metrics.REQUEUED.labels(self.namespace, self.name, "sweep").inc(len(moved))
+            self.post_event("Warning", "TasksRequeued",
+                            f"sweep put back {len(moved)} task(s) of gone pods or stopped heartbeats: "
+                            + ", ".join(str(t.task_id) for t in moved[:10]))
+        return len(moved)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
