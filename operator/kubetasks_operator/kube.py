@@ -15,6 +15,7 @@ from kubernetes.client.rest import ApiException
 from kubetasks_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+MERGE_PATCH = "application/merge-patch+json"  # the client would send a JSON patch for a dict
 
 
 class SecretMissing(LookupError):
@@ -74,11 +75,13 @@ class Kube:
         return "replaced"
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}})
+        self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
+                                                    _content_type=MERGE_PATCH)
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:
-            self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+            self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}},
+                                           _content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status != 404:  # the pod went away meanwhile: nothing to mark
                 raise
@@ -86,7 +89,7 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status != 404:  # deleted meanwhile
                 raise

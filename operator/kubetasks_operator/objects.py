@@ -47,6 +47,7 @@ def worker_args(spec: TaskQueueSpec, taskqueue_name: str) -> list[str]:
     drain = max(1, worker.grace_period_seconds - min(5, worker.grace_period_seconds // 3))
     return ["--queue", queue_name(spec, taskqueue_name), "--concurrency", str(worker.concurrency),
             "--health-port", str(worker.health_port), "--grace-period", str(drain),
+            "--max-lost", str(spec.lost_tasks.max_lost),
             *worker.args]
 
 

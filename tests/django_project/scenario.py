@@ -22,7 +22,7 @@ if django.VERSION >= (6, 0):
     from django.tasks.exceptions import InvalidTask
 else:
     from django_tasks import TaskResultStatus, default_task_backend
-    from django_tasks.exceptions import InvalidTask
+    from django_tasks.exceptions import InvalidTaskError as InvalidTask
 
 from tests.django_project.tasks import attempt_number, send_welcome  # noqa: E402
 
