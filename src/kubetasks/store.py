@@ -14,6 +14,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
 from kubetasks.exceptions import TaskResultDoesNotExist
@@ -74,6 +75,9 @@ class Store:
     def _rows(self, name: str, params: dict[str, Any],
               connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
         with self.connection(connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+            if connection is not None:
+                # The caller's connection may load JSON its own way (Django keeps it as text).
+                cur.adapters.register_loader("jsonb", JsonbLoader)
             cur.execute(query(name), params, prepare=True)
             return cur.fetchall() if cur.description else []
 
@@ -97,8 +101,9 @@ class Store:
         }, connection)
         return sorted((TaskRecord.from_row(row) for row in rows), key=lambda r: r.id)
 
-    def get(self, task_id: int | str) -> TaskRecord:
-        rows = self._rows("get_task", {"id": _task_id(task_id)})
+    def get(self, task_id: int | str, *,
+            connection: psycopg.Connection[Any] | None = None) -> TaskRecord:
+        rows = self._rows("get_task", {"id": _task_id(task_id)}, connection)
         if not rows:
             raise TaskResultDoesNotExist(f"no task with id {task_id!r}")
         return TaskRecord.from_row(rows[0])
@@ -116,9 +121,10 @@ class Store:
 
     def claim(self, queue_names: Sequence[str], limit: int, worker: WorkerIdentity,
               ) -> list[TaskRecord]:
-        """Claim up to ``limit`` due tasks in claim order; concurrent claimers skip locked rows."""
+        """Claim up to ``limit`` due tasks in claim order; concurrent claimers skip locked rows.
+        Each queue's claim-order index is walked, so the cost stays flat as the backlog grows."""
         rows = self._rows("claim_tasks", {
-            "queue_names": list(queue_names), "limit": limit, "pod_name": worker.pod_name,
+            "queue_names": sorted(set(queue_names)), "limit": limit, "pod_name": worker.pod_name,
             "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id,
         })
         records = [TaskRecord.from_row(row) for row in rows]

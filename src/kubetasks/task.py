@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from kubetasks.exceptions import InvalidTaskError
 from kubetasks.payload import JSON
@@ -55,7 +55,8 @@ class TaskContext:
 class Task(Generic[P, T]):
     """A function that can run in the background. Create with ``@task``; copy with ``using()``."""
 
-    func: Callable[P, T] | Callable[P, Awaitable[T]]
+    # With takes_context the function's first parameter is the TaskContext, which P omits.
+    func: Callable[..., T] | Callable[..., Awaitable[T]]
     name: str
     queue_name: str = DEFAULT_QUEUE
     priority: int = 0
@@ -186,8 +187,20 @@ def task(
     retry_backoff: Backoff | Mapping[int, float] | None = None,
     timeout: float | None = None,
     batch_size: int | None = None,
-    takes_context: bool = False,
+    takes_context: Literal[False] = False,
 ) -> Callable[[Callable[P, T]], Task[P, T]]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue_name: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    max_attempts: int = 1,
+    retry_backoff: Backoff | Mapping[int, float] | None = None,
+    timeout: float | None = None,
+    batch_size: int | None = None,
+    takes_context: Literal[True],
+) -> Callable[[Callable[Concatenate[TaskContext, P], T]], Task[P, T]]: ...
 
 
 def task(

@@ -18,10 +18,10 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 if django.VERSION >= (6, 0):
-    from django.tasks import TaskResultStatus, default_task_backend
+    from django.tasks import TaskResultStatus, default_task_backend, task_backends
     from django.tasks.exceptions import InvalidTask
 else:
-    from django_tasks import TaskResultStatus, default_task_backend
+    from django_tasks import TaskResultStatus, default_task_backend, task_backends
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
 
 from tests.django_project.tasks import attempt_number, send_welcome  # noqa: E402
@@ -43,7 +43,7 @@ def wait_finished(result, seconds: float = 20.0):  # type: ignore[no-untyped-def
     raise AssertionError(f"task {result.id} still {result.status} after {seconds}s")
 
 
-print("django", django.get_version(), "backend", type(default_task_backend).__name__)
+print("django", django.get_version(), "backend", type(task_backends["default"]).__name__)
 
 result = send_welcome.enqueue(1, template="short")
 assert result.status == TaskResultStatus.READY, result.status
@@ -51,8 +51,10 @@ assert default_task_backend.get_result(result.id).args == [1]
 print("enqueue: READY, get_result works")
 
 later = send_welcome.using(run_after=timezone.now() + timedelta(hours=1), priority=9).enqueue(2)
-assert send_welcome.get_result(later.id).task.priority == 5  # the task, not the call
-print("using(run_after, priority): accepted")
+stored = send_welcome.get_result(later.id)
+assert (stored.task.priority, stored.task.queue_name) == (9, "emails"), stored.task
+assert stored.task.run_after > timezone.now() + timedelta(minutes=59)
+print("using(run_after, priority): stored and read back")
 
 try:
     send_welcome.using(queue_name="unknown")

@@ -25,8 +25,8 @@ def python312() -> str:
     if configured:
         return configured
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    for candidate in sorted(pyenv_root.glob("versions/3.1[2-9]*/bin/python"), reverse=True):
-        return str(candidate)
+    for candidate in sorted(pyenv_root.glob("versions/3.1[2-9]*/bin/python")):
+        return str(candidate)  # the oldest >= 3.12, as .ci/run picks
     found = shutil.which("python3.12")
     if found:
         return found

@@ -12,6 +12,7 @@ import pytest
 
 from kubetasks.cli import main
 from kubetasks.migrations import available, migrate
+from kubetasks.queries import query
 
 
 @pytest.fixture
@@ -70,6 +71,7 @@ def test_migrated_schema(postgresql: psycopg.Connection[Any]) -> None:
     assert "priority DESC, expected_at, run_after, id" in claim_index
     assert "WHERE (state = 'READY'" in claim_index
     assert "WHERE (state = 'RUNNING'" in indexes["kubetasks_tasks_running"]
+    assert "(queue_name, run_after) WHERE (state = 'READY'" in indexes["kubetasks_tasks_next_run_after"]
 
     triggers = [r[0] for r in postgresql.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = 'kubetasks_tasks'::regclass"
@@ -79,14 +81,17 @@ def test_migrated_schema(postgresql: psycopg.Connection[Any]) -> None:
     assert versions == [m.version for m in available()]
 
 
-def test_claim_uses_the_partial_index(postgresql: psycopg.Connection[Any]) -> None:
+def test_claim_walks_the_partial_index_instead_of_sorting(postgresql: psycopg.Connection[Any]) -> None:
     postgresql.execute("INSERT INTO kubetasks_tasks (queue_name, task_name, state, finished_at)"
                        " SELECT 'q', 't', 'SUCCESSFUL', now() FROM generate_series(1, 20000)")
     postgresql.execute("INSERT INTO kubetasks_tasks (queue_name, task_name)"
                        " SELECT 'q', 't' FROM generate_series(1, 50)")
     postgresql.execute("ANALYZE kubetasks_tasks")
+    params = {"queue_names": ["q", "r"], "limit": 10, "pod_name": "p", "pod_uid": "u",
+              "nonce": "n", "worker_id": "p/n"}
     plan = "\n".join(r[0] for r in postgresql.execute(
-        "EXPLAIN SELECT id FROM kubetasks_tasks WHERE state = 'READY' AND queue_name = ANY('{q}')"
-        " AND run_after <= now() ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id"
-        " LIMIT 10 FOR UPDATE SKIP LOCKED"))
+        ("EXPLAIN " + query("claim_tasks")).encode(), params))
     assert "kubetasks_tasks_claim_order" in plan
+    # Only the few rows picked per queue are sorted (as "c"), never the table's ready rows.
+    sort_keys = [line.split("Sort Key:")[1].strip() for line in plan.splitlines() if "Sort Key:" in line]
+    assert all(key.startswith("c.") for key in sort_keys), plan

@@ -258,3 +258,12 @@ def test_requeue_after_a_container_restart_takes_only_older_claims(store: Store)
 
     assert [m.task_id for m in moved] == [before_restart.id]
     assert store.get(after_restart.id).state == TaskResultStatus.RUNNING
+
+
+def test_next_run_after_is_the_earliest_ready_time_of_the_queues(store: Store) -> None:
+    now = datetime.now(UTC)
+    store.enqueue([request("a", run_after=now + timedelta(hours=2)),
+                   request("b", run_after=now + timedelta(hours=1)),
+                   request("c", run_after=now + timedelta(minutes=1))])
+    assert store.next_run_after(["a", "b"]) == now + timedelta(hours=1)
+    assert store.next_run_after(["x"]) is None

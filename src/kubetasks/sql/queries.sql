@@ -27,12 +27,21 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: claim_tasks
+-- Each queue's claim-order index is walked through LATERAL, then the best `limit` rows across
+-- the queues are claimed. (With `queue_name = ANY(...)` the planner sorts every ready row, so a
+-- claim would cost more as the backlog grows.) SKIP LOCKED inside the LATERAL lets concurrent
+-- claimers pass each other.
 WITH picked AS (
-    SELECT id FROM kubetasks_tasks
-    WHERE state = 'READY' AND queue_name = ANY(%(queue_names)s) AND run_after <= now()
-    ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+    SELECT c.id FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, expected_at, run_after FROM kubetasks_tasks
+        WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
+        ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE kubetasks_tasks AS t
 SET state = 'RUNNING',
@@ -145,8 +154,14 @@ WHERE id = %(id)s AND state = 'READY'
 RETURNING id;
 
 -- name: next_run_after
-SELECT min(run_after) AS next_run_after FROM kubetasks_tasks
-WHERE state = 'READY' AND queue_name = ANY(%(queue_names)s);
+SELECT min(first.run_after) AS next_run_after
+FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+CROSS JOIN LATERAL (
+    SELECT run_after FROM kubetasks_tasks
+    WHERE state = 'READY' AND queue_name = q.queue_name
+    ORDER BY run_after
+    LIMIT 1
+) AS first;
 
 -- name: queue_stats
 SELECT queue_name,

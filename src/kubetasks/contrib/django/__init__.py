@@ -63,7 +63,7 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         super().validate_task(task)
         # Called when a task is defined: register it so that a worker importing the
         # module can run it, by name, without importing anything named by the database.
-        self.django_tasks[task.module_path] = task
+        self.django_tasks.setdefault(task.module_path, task)
         if task.module_path not in registry:
             register(Task(func=task.func, name=task.module_path, queue_name=task.queue_name,
                           priority=task.priority, max_attempts=self.max_attempts,
@@ -80,15 +80,18 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
 
     def get_result(self, result_id: str) -> Any:
         try:
-            result = self.kubetasks.get_result(result_id)
+            record = self.kubetasks.store.get(result_id, connection=self._connection())
         except TaskResultDoesNotExist as error:
             raise DjangoDoesNotExist(str(error)) from error
-        task = self.django_tasks.get(result.task_name)
+        task = self.django_tasks.get(record.task_name)
         if task is None:
             raise DjangoDoesNotExist(
-                f"result {result_id} is of task {result.task_name!r}, which is not imported in "
+                f"result {result_id} is of task {record.task_name!r}, which is not imported in "
                 "this process")
-        return self.to_django(result, task)
+        # The result's task is the task as it was enqueued: with that call's options.
+        as_enqueued = task.using(priority=record.priority, queue_name=record.queue_name,
+                                 run_after=record.run_after)
+        return self.to_django(self.kubetasks.to_result(record), as_enqueued)
 
     def to_django(self, result: TaskResult[Any], task: Any) -> Any:
         # Django knows no CANCELLED: a cancelled task did not run, which Django calls FAILED.

@@ -1,0 +1,22 @@
+"""A small application's tasks: what a team would put in ``app/tasks.py``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from kubetasks import TaskContext, task
+
+
+@task(queue_name="media", max_attempts=3, retry_backoff={1: 1, 3: 5})
+def make_thumbnail(image_id: int, *, size: int = 256) -> dict[str, object]:
+    """Pretend to resize an image (50 ms of work)."""
+    time.sleep(0.05)
+    return {"image": image_id, "size": size, "pod": os.environ.get("POD_NAME", "local")}
+
+
+@task(queue_name="media", takes_context=True)
+def send_digest(context: TaskContext, user_ids: list[int]) -> str:
+    """Send a digest to a batch of users, for the tenant that enqueued it."""
+    time.sleep(0.2)
+    return f"digest for {len(user_ids)} users of {context.context.get('tenant', '?')}"

@@ -1,0 +1,97 @@
+"""``kubetasks worker``: the entry point the CLI calls.
+
+    kubetasks worker --import app.tasks [--queue emails ...] [--concurrency 8]
+
+Reads the configuration once, imports the task modules, serves the probes, and runs the worker
+until SIGTERM or SIGINT. Exits 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+
+from kubetasks.backends import PostgresBackend
+from kubetasks.config import Settings, configure
+from kubetasks.exceptions import ConfigurationError
+from kubetasks.identity import WorkerIdentity
+from kubetasks.store import Store
+from kubetasks.task import registry
+from kubetasks.worker.health import HealthServer, HealthState
+from kubetasks.worker.metrics import WorkerMetrics
+from kubetasks.worker.settings import WorkerSettings, add_arguments
+from kubetasks.worker.worker import Worker
+
+__all__ = ["add_arguments", "import_task_modules", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace, *, database_url: str) -> int:
+    settings = WorkerSettings.from_args(args, os.environ, database_url=database_url)
+    settings = with_queues(settings, import_task_modules(settings.imports))
+    serve(settings, identity=WorkerIdentity.from_env())
+    return 0
+
+
+def serve(settings: WorkerSettings, *, identity: WorkerIdentity) -> None:
+    """Run a worker with its probes until it is stopped by SIGTERM or SIGINT."""
+    # Tasks that enqueue other tasks write to the worker's database, on a pool of their own so
+    # that they can never starve the worker's claims and result writes of connections.
+    backend = PostgresBackend(Store(settings.database_url),
+                              allowed_queues=Settings.from_env().queues)
+    configure(backend)
+    # Four connections cover the claim loop, the result writer, heartbeats and the put-back on
+    # shutdown. A short wait for one turns a database outage into "not ready" soon.
+    store = Store(settings.database_url, min_size=2, max_size=4, timeout=10)
+    metrics = WorkerMetrics()
+    health = HealthState(liveness_timeout=settings.liveness_timeout)
+    worker = Worker(settings, store=store, backend=backend, identity=identity, metrics=metrics,
+                    health=health)
+    try:
+        with HealthServer(settings.health_host, settings.health_port, health,
+                          metrics.registry) as server:
+            log.info("health and metrics on http://%s:%d (/healthz /readyz /metrics)",
+                     settings.health_host, server.port, extra={"health_port": server.port})
+            asyncio.run(_until_stopped(worker))
+    finally:
+        store.close()
+        backend.close()
+
+
+async def _until_stopped(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    await worker.run()
+
+
+def import_task_modules(modules: tuple[str, ...]) -> dict[str, str]:
+    """Import the modules that define tasks; returns the registered task names and their
+    queues. Only these tasks will run: nothing named by the database is ever imported."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            raise ConfigurationError(
+                f"--import {module!r} failed: {error}; give an importable module path such as "
+                "app.tasks (is the application on PYTHONPATH or in the working directory?)"
+            ) from error
+    if not registry:
+        raise ConfigurationError(
+            f"the modules {', '.join(modules)} define no tasks: decorate functions with "
+            "@kubetasks.task in them")
+    return {name: task.queue_name for name, task in registry.items()}
+
+
+def with_queues(settings: WorkerSettings, task_queues: Mapping[str, str]) -> WorkerSettings:
+    """The settings with their queues, or, if none were given, with the queues of the tasks."""
+    if settings.queues:
+        return settings
+    return dataclasses.replace(settings, queues=tuple(sorted(set(task_queues.values()))))

@@ -1,0 +1,76 @@
+"""The worker's decisions as pure functions of plain values: no clock, no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from kubetasks.exceptions import FailNow, InvalidTaskError, Retry, UnknownTaskError
+from kubetasks.records import TaskRecord
+from kubetasks.retry import Backoff
+
+FINAL_ERRORS: tuple[type[BaseException], ...] = (FailNow, UnknownTaskError, InvalidTaskError)
+"""Errors another attempt cannot mend: the task asked to fail, this worker does not know the
+task, or the stored arguments do not fit its signature."""
+
+MIN_IDLE_WAIT = 0.02
+"""Floor of an idle sleep. A ready task that another transaction holds locked is skipped by
+the claim yet due now; without a floor the loop would spin on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAt:
+    """Put the task back, to run again after ``run_after``."""
+
+    run_after: datetime
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailTask:
+    """End the task FAILED; ``reason`` says why no attempt is left."""
+
+    reason: str
+
+
+Decision = RetryAt | FailTask
+
+
+def after_failure(error: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff,
+                  now: datetime) -> Decision:
+    """What to do with a task whose attempt number ``attempt`` raised ``error``.
+
+    Final errors fail at once; otherwise the task runs again while attempts are left, after
+    the task's backoff for that attempt, or after ``Retry(delay=...)`` when the task asked for
+    one (which still counts against ``max_attempts``).
+    """
+    if isinstance(error, FINAL_ERRORS):
+        return FailTask(f"{type(error).__name__} cannot be mended by another attempt")
+    if attempt >= max_attempts:
+        return FailTask(f"attempt {attempt} of {max_attempts} failed; no attempt is left")
+    requested = error.delay if isinstance(error, Retry) else None
+    delay = float(requested) if isinstance(requested, (int, float)) else backoff.delay(attempt)
+    delay = max(0.0, delay)
+    return RetryAt(now + timedelta(seconds=delay), delay)
+
+
+def idle_wait(*, now: datetime, next_run_after: datetime | None, poll_interval: float) -> float:
+    """Seconds to sleep when no task was due: until the earliest scheduled one, at most the
+    poll interval (a NOTIFY or a freed slot wakes the worker earlier)."""
+    if next_run_after is None:
+        return poll_interval
+    until = (next_run_after - now).total_seconds()
+    return min(poll_interval, max(MIN_IDLE_WAIT, until))
+
+
+def queue_wait(record: TaskRecord) -> float:
+    """Seconds between the moment a task could first run and its claim."""
+    if record.last_attempted_at is None:
+        return 0.0
+    ready_at = max(record.run_after, record.enqueued_at)
+    return max(0.0, (record.last_attempted_at - ready_at).total_seconds())
+
+
+def database_retry_delay(failures: int) -> float:
+    """Back off from a database that keeps failing: 0.1 s doubling up to 5 s."""
+    return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))

@@ -1,0 +1,199 @@
+"""Writing the outcomes of attempts back to the store, fenced on each task's claim.
+
+Successes are batched: whatever finishes while one write is on its way goes into the next, so
+batches grow with the load while a lone task is written at once. A failed attempt is written
+on its own, as a retry or a failure, after ``policy.after_failure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from kubetasks.execution import error_from_exception, error_json
+from kubetasks.records import TaskRecord
+from kubetasks.result import TaskError
+from kubetasks.retry import Backoff
+from kubetasks.store import Outcome, Store
+from kubetasks.worker.attempt import Failed, Result, Succeeded
+from kubetasks.worker.metrics import WorkerMetrics, task_label
+from kubetasks.worker.policy import RetryAt, after_failure, database_retry_delay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An attempt whose outcome is known and still has to be written."""
+
+    record: TaskRecord
+    result: Result
+    backoff: Backoff
+    claim_lost: bool = False
+    """A heartbeat already found the claim taken away (and counted it)."""
+
+
+def task_fields(record: TaskRecord) -> dict[str, Any]:
+    """The ``extra=`` of every log line about a task."""
+    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
+
+
+class Reporter:
+    """Collects finished attempts on the event loop and writes them from a thread."""
+
+    def __init__(self, store: Store, metrics: WorkerMetrics, *, worker_id: str,
+                 after_failures: Callable[[], None]) -> None:
+        """``after_failures`` is called once failed attempts are written: a retry scheduled
+        then may be due before the claim loop's next poll."""
+        self.store = store
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.after_failures = after_failures
+        self._pending: list[Finished] = []
+        self._has_pending = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, finished: Finished) -> None:
+        self._pending.append(finished)
+        self._has_pending.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kubetasks-reporter")
+
+    async def close(self) -> None:
+        """Write what is pending, then stop. Gives up if the database is away: those tasks stay
+        RUNNING under this worker's claim, for the operator to put back."""
+        self._closing = True
+        self._has_pending.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        failures = 0
+        while not (self._closing and not self._pending):
+            await self._has_pending.wait()
+            self._has_pending.clear()
+            batch, self._pending = self._pending, []
+            had_failures = any(isinstance(f.result, Failed) for f in batch)
+            try:
+                await asyncio.to_thread(self._write, batch)
+                failures = 0
+                if had_failures:
+                    self.after_failures()
+            except psycopg.OperationalError as error:
+                self._pending[:0] = batch  # what _write left in it was not written
+                failures += 1
+                if self._closing:
+                    log.error("database unreachable at shutdown: %d outcomes not recorded; their "
+                              "tasks stay RUNNING until put back as lost", len(self._pending))
+                    return
+                log.warning("cannot record outcomes, will retry: %s", error)
+                self._has_pending.set()
+                await asyncio.sleep(database_retry_delay(failures))
+            except Exception:
+                # A bug must not silence the reporter for good: drop what could not be written
+                # (those tasks stay RUNNING until put back as lost) and carry on.
+                log.exception("%d outcomes not recorded", len(batch))
+
+    # -- on a thread -------------------------------------------------------------------
+
+    def _write(self, batch: list[Finished]) -> None:
+        """Leave in ``batch`` only what was not written, so that the caller can put back exactly
+        that when the database goes away."""
+        try:
+            self._complete([f for f in batch if isinstance(f.result, Succeeded)])
+            batch[:] = [f for f in batch if isinstance(f.result, Failed)]
+            while batch:
+                self._fail_or_retry(batch[0])
+                del batch[0]
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            # The database refused something in the data, not the connection: alone, one bad
+            # entry cannot hold back the others.
+            log.warning("a batch of outcomes was refused; writing them one at a time",
+                        exc_info=True)
+            while batch:
+                try:
+                    self._write_one(batch[0])
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error:
+                    log.exception("outcome not recorded: the database refused it; the task stays "
+                                  "RUNNING until put back as lost", extra=task_fields(batch[0].record))
+                del batch[0]
+
+    def _write_one(self, finished: Finished) -> None:
+        if isinstance(finished.result, Succeeded):
+            self._complete([finished])
+        else:
+            self._fail_or_retry(finished)
+
+    def _complete(self, done: list[Finished]) -> None:
+        outcomes = []
+        for f in done:
+            assert isinstance(f.result, Succeeded) and f.record.claim_id is not None
+            outcomes.append(Outcome(f.record.claim_id, f.result.return_json, f.result.seconds))
+        held = self.store.complete(outcomes) if outcomes else set()
+        for f, outcome in zip(done, outcomes, strict=True):
+            self.metrics.duration.labels(task_label(f.record.task_name)).observe(outcome.seconds)
+            if outcome.claim_id in held:
+                self.metrics.succeeded.labels(f.record.queue_name, task_label(f.record.task_name)).inc()
+                log.info("task succeeded in %.3f s", outcome.seconds, extra=task_fields(f.record))
+            else:
+                self._claim_was_lost(f)
+
+    def _fail_or_retry(self, finished: Finished) -> None:
+        record, result = finished.record, finished.result
+        assert isinstance(result, Failed) and record.claim_id is not None
+        label = task_label(record.task_name)
+        self.metrics.duration.labels(label).observe(result.seconds)
+        decision = after_failure(result.error, attempt=record.attempts,
+                                 max_attempts=record.max_attempts, backoff=finished.backoff,
+                                 now=datetime.now(UTC))
+        error = self._error_json(result.error, attempt=record.attempts)
+        fields = task_fields(record)
+        if isinstance(decision, RetryAt):
+            held = self.store.retry(record.claim_id, decision.run_after, error)
+            if held:
+                self.metrics.retried.labels(record.queue_name, label).inc()
+                log.warning("attempt %d of %d failed; retry in %.1f s", record.attempts,
+                            record.max_attempts, decision.delay, exc_info=result.error,
+                            extra=fields)
+        else:
+            held = self.store.fail(record.claim_id, error)
+            if held:
+                self.metrics.failed.labels(record.queue_name, label).inc()
+                log.error("task failed: %s", decision.reason, exc_info=result.error, extra=fields)
+        if not held:
+            self._claim_was_lost(finished)
+
+    def _claim_was_lost(self, finished: Finished) -> None:
+        if not finished.claim_lost:
+            self.metrics.claims_lost.labels(finished.record.queue_name).inc()
+        log.warning("outcome not recorded: the claim was taken away (the task was put back as "
+                    "lost and belongs to a newer attempt)", extra=task_fields(finished.record))
+
+    def _error_json(self, error: BaseException, *, attempt: int) -> str:
+        try:
+            described = error_from_exception(error, attempt=attempt, worker_id=self.worker_id)
+        except Exception:  # whatever the exception does, its failure must still be recorded
+            kind = type(error)
+            described = TaskError(
+                exception_class_path=f"{kind.__module__}.{kind.__qualname__}", traceback="",
+                message="<the exception could not be described>", attempt=attempt,
+                worker_id=self.worker_id)
+        # PostgreSQL's jsonb cannot hold the NUL character; an error text must still be stored.
+        return error_json(replace(described, message=_without_nul(described.message),
+                                  traceback=_without_nul(described.traceback)))
+
+
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")

@@ -1,0 +1,180 @@
+"""The worker's configuration, read once from the command line and the environment.
+
+A flag wins over its environment variable, which wins over the default. Every bad value is
+refused with the flag or variable that held it and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from kubetasks.exceptions import ConfigurationError
+
+T = TypeVar("T")
+
+LISTEN_POLL_INTERVAL = 5.0
+"""With LISTEN, polling is only the safety net (retries scheduled by other workers, a lost
+listening connection), so it can be slow."""
+
+NO_LISTEN_POLL_INTERVAL = 1.0
+"""Without LISTEN, polling is how new work is found: every second bounds the pickup delay."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """Everything ``kubetasks worker`` was told, as plain values."""
+
+    database_url: str
+    imports: tuple[str, ...]
+    queues: tuple[str, ...] = ()
+    """Empty means: the queues of the tasks the imported modules registered."""
+    concurrency: int = 8
+    listen: bool = True
+    poll_interval: float = LISTEN_POLL_INTERVAL
+    heartbeat_interval: float = 10.0
+    grace_period: float = 25.0
+    max_lost: int = 3
+    health_host: str = "0.0.0.0"
+    health_port: int = 8000
+    requeue_on_start: bool = True
+    """Put back what an earlier process of this pod held. Only safe when the pod UID is really
+    a pod's: outside Kubernetes every process on a host shares one stand-in UID, and a second
+    worker started there would take the first one's running tasks away."""
+
+    @property
+    def liveness_timeout(self) -> float:
+        """How long the claim loop may go without turning before /healthz fails. The loop
+        turns at least every poll interval, so allow a few of them, and never under a minute."""
+        return max(60.0, 3 * self.poll_interval)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str], *,
+                  database_url: str) -> WorkerSettings:
+        def pick(flag: str | bool | None, variable: str, option: str,
+                 parse: Callable[[str], T], default: T) -> T:
+            return _pick(flag, env, variable, option, parse=parse, default=default)
+
+        imports = tuple(args.imports) or _names(env.get("KUBETASKS_WORKER_IMPORTS", ""))
+        if not imports:
+            raise ConfigurationError(
+                "no task modules to import: give --import MODULE (e.g. --import app.tasks) "
+                "or KUBETASKS_WORKER_IMPORTS=app.tasks,app.more_tasks")
+        listen = pick(args.listen, "KUBETASKS_WORKER_LISTEN", "--listen", parse_bool, cls.listen)
+        return cls(
+            database_url=database_url,
+            imports=imports,
+            queues=tuple(args.queues) or _names(env.get("KUBETASKS_WORKER_QUEUES", "")),
+            concurrency=pick(args.concurrency, "KUBETASKS_WORKER_CONCURRENCY", "--concurrency",
+                             parse_count, cls.concurrency),
+            listen=listen,
+            poll_interval=pick(args.poll_interval, "KUBETASKS_WORKER_POLL_INTERVAL",
+                               "--poll-interval", parse_seconds,
+                               LISTEN_POLL_INTERVAL if listen else NO_LISTEN_POLL_INTERVAL),
+            heartbeat_interval=pick(args.heartbeat_interval, "KUBETASKS_WORKER_HEARTBEAT_INTERVAL",
+                                    "--heartbeat-interval", parse_seconds, cls.heartbeat_interval),
+            grace_period=pick(args.grace_period, "KUBETASKS_WORKER_GRACE_PERIOD",
+                              "--grace-period", parse_grace, cls.grace_period),
+            max_lost=pick(args.max_lost, "KUBETASKS_WORKER_MAX_LOST", "--max-lost",
+                          parse_count, cls.max_lost),
+            health_host=args.health_host or env.get("KUBETASKS_HEALTH_HOST") or cls.health_host,
+            health_port=pick(args.health_port, "KUBETASKS_HEALTH_PORT", "--health-port",
+                             parse_port, cls.health_port),
+            requeue_on_start=bool(env.get("POD_UID")),
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's flags. Defaults are left to ``from_args`` so the environment can fill in."""
+    add = parser.add_argument
+    add("--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="module defining tasks; repeat for more (env KUBETASKS_WORKER_IMPORTS, "
+             "comma-separated). Only tasks registered there run")
+    add("--queue", dest="queues", action="append", default=[], metavar="NAME",
+        help="queue to serve; repeat for more (env KUBETASKS_WORKER_QUEUES; "
+             "default: the queues of the imported tasks)")
+    add("--concurrency", metavar="N",
+        help="tasks run at once (env KUBETASKS_WORKER_CONCURRENCY; default 8)")
+    add("--listen", action=argparse.BooleanOptionalAction, default=None,
+        help="wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
+             "(env KUBETASKS_WORKER_LISTEN=true|false; default true)")
+    add("--poll-interval", metavar="SECONDS",
+        help="longest sleep between claims when idle (env KUBETASKS_WORKER_POLL_INTERVAL; "
+             f"default {LISTEN_POLL_INTERVAL:g} with LISTEN, {NO_LISTEN_POLL_INTERVAL:g} without)")
+    add("--heartbeat-interval", metavar="SECONDS",
+        help="how often running tasks' heartbeats are refreshed "
+             "(env KUBETASKS_WORKER_HEARTBEAT_INTERVAL; default 10)")
+    add("--grace-period", metavar="SECONDS",
+        help="on SIGTERM, how long running tasks may finish before they are put back "
+             "(env KUBETASKS_WORKER_GRACE_PERIOD; default 25, under Kubernetes' 30)")
+    add("--max-lost", metavar="N",
+        help="a task lost more often than this ends FAILED when put back at start "
+             "(env KUBETASKS_WORKER_MAX_LOST; default 3)")
+    add("--health-host", metavar="HOST",
+        help="address of /healthz, /readyz, /metrics (env KUBETASKS_HEALTH_HOST; default 0.0.0.0)")
+    add("--health-port", metavar="PORT",
+        help="port of /healthz, /readyz, /metrics; 0 picks a free one "
+             "(env KUBETASKS_HEALTH_PORT; default 8000)")
+
+
+def _pick(flag: str | bool | None, env: Mapping[str, str], variable: str, option: str, *,
+          parse: Callable[[str], T], default: T) -> T:
+    if flag is not None:
+        source, text = option, str(flag)
+    elif env.get(variable):
+        source, text = variable, env[variable]
+    else:
+        return default
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise ConfigurationError(f"{source}={text!r} is invalid: {error}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def parse_count(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if value < 1:
+        raise ValueError("use a whole number >= 1")
+    return value
+
+
+def parse_port(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise ValueError("use a port from 1 to 65535, or 0 to pick a free one")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError("use a number of seconds > 0, e.g. 0.5")
+    return value
+
+
+def parse_grace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError("use a number of seconds >= 0, e.g. 25")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")

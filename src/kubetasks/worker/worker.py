@@ -1,0 +1,205 @@
+"""The worker: claims due tasks into its free slots, keeps their claims, and stops cleanly.
+
+One asyncio event loop holds it together: the claim loop, heartbeats and the slots all run on
+it, so none of their state needs a lock. The store is synchronous, so database calls go
+through ``asyncio.to_thread``; each one carries a batch of tasks, never a single task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
+
+import psycopg
+
+from kubetasks.backends import PostgresBackend
+from kubetasks.identity import WorkerIdentity
+from kubetasks.store import Store
+from kubetasks.worker.health import HealthState
+from kubetasks.worker.listener import Listener
+from kubetasks.worker.metrics import WorkerMetrics
+from kubetasks.worker.policy import database_retry_delay, idle_wait
+from kubetasks.worker.reporter import Reporter, task_fields
+from kubetasks.worker.settings import WorkerSettings
+from kubetasks.worker.slots import Slots
+
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """``await Worker(...).run()`` until ``stop()``; see ``kubetasks.worker.command``."""
+
+    def __init__(self, settings: WorkerSettings, *, store: Store, backend: PostgresBackend,
+                 identity: WorkerIdentity, metrics: WorkerMetrics, health: HealthState) -> None:
+        self.settings = settings
+        self.store = store
+        self.identity = identity
+        self.metrics = metrics
+        self.health = health
+        self._wake = asyncio.Event()
+        self._reporter = Reporter(store, metrics, worker_id=identity.worker_id,
+                                  after_failures=self._wake.set)
+        self._slots = Slots(settings.concurrency, backend=backend, reporter=self._reporter,
+                            metrics=metrics, on_change=self._wake.set)
+        self._stopping = False
+        self._hurry = False
+        self._database_failures = 0
+
+    def stop(self) -> None:
+        """Called on SIGTERM/SIGINT: stop claiming and let running tasks finish within the
+        grace period. A second call puts back what still runs at once."""
+        if self._stopping:
+            log.warning("stop requested again: putting back running tasks now")
+            self._hurry = True
+        else:
+            log.info("stopping: no new claims; waiting up to %g s for %d running tasks",
+                     self.settings.grace_period, self._slots.unsettled)
+            self._stopping = True
+            self.health.draining = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._slots.open(self._loop)
+        log.info("worker %s serving queues %s with %d slots (%s)", self.identity.worker_id,
+                 ", ".join(self.settings.queues), self.settings.concurrency,
+                 "LISTEN" if self.settings.listen else "polling only")
+        await self._return_earlier_process_tasks()
+        listener = Listener(self.store, self.settings.queues, self._wake_from_thread)
+        if self.settings.listen:
+            listener.start()
+        self._reporter.start()
+        heartbeats = asyncio.create_task(self._heartbeats(), name="kubetasks-heartbeats")
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            heartbeats.cancel()
+            listener.stop()
+            await self._reporter.close()
+        log.info("worker stopped")
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self.health.loop_turned()
+            self._wake.clear()  # before claiming: a NOTIFY during the claim must not be missed
+            await self._sleep(await self._claim_into_free_slots())
+
+    async def _claim_into_free_slots(self) -> float:
+        """Claim and start up to the free slots; returns how long to sleep unless woken."""
+        free = self._slots.free
+        if free <= 0:
+            return self.settings.poll_interval  # a finishing task wakes the loop
+        queues = self.settings.queues
+        records = await self._database(self.store.claim, queues, free, self.identity)
+        if records is None:
+            return database_retry_delay(self._database_failures)
+        if self._stopping and records:
+            await self._database(self.store.release, [r.claim_id for r in records if r.claim_id])
+            return 0.0
+        for record in records:
+            self._slots.start(record)
+        if len(records) == free:
+            return self.settings.poll_interval
+        next_run_after = await self._database(self.store.next_run_after, queues)
+        return idle_wait(now=datetime.now(UTC), next_run_after=next_run_after,
+                         poll_interval=self.settings.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken (a NOTIFY, a freed slot, a stop) or ``seconds`` have passed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def _wake_from_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to wake
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- keeping claims ----------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            claims = self._slots.claims()
+            if not claims:
+                continue
+            held = await self._database(self.store.heartbeat, claims)
+            if held is None:
+                continue
+            for claim_id in claims:
+                running = self._slots.get(claim_id)
+                if running is None or claim_id in held or running.claim_lost:
+                    continue
+                running.claim_lost = True
+                self.metrics.claims_lost.labels(running.record.queue_name).inc()
+                log.warning("claim taken away while the task runs (it was put back as lost); "
+                            "its result will not be recorded", extra=task_fields(running.record))
+
+    async def _return_earlier_process_tasks(self) -> None:
+        """Put back what an earlier process of this pod held (its container restarted)."""
+        if not self.settings.requeue_on_start:
+            log.info("POD_UID is not set: not putting back tasks of earlier processes")
+            return
+        pod, nonce = self.identity.pod_uid, self.identity.nonce
+        reason = f"the process running it in pod {self.identity.pod_name} ended (container restart)"
+        returned = None
+        while not self._stopping:
+            returned = await self._database(self.store.requeue_pod, pod, reason=reason,
+                                            max_lost=self.settings.max_lost, except_nonce=nonce)
+            if returned is not None:
+                break
+            await self._sleep(database_retry_delay(self._database_failures))
+        for task in returned or ():
+            self.metrics.lost_returned.labels(task.queue_name).inc()
+            log.warning("put back a task an earlier process of this pod held -> %s", task.state,
+                        extra={"task_id": task.task_id, "queue": task.queue_name,
+                               "task_name": task.task_name})
+
+    # -- stopping ----------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        deadline = self._loop.time() + self.settings.grace_period
+        while self._slots.unsettled and not self._hurry:
+            left = deadline - self._loop.time()
+            if left <= 0:
+                break
+            self._wake.clear()
+            await self._sleep(left)
+        unfinished = self._slots.take_unsettled()
+        if not unfinished:
+            return
+        claims = [r.record.claim_id for r in unfinished if r.record.claim_id is not None]
+        if await self._database(self.store.release, claims) is None:
+            log.error("could not put back %d unfinished tasks; they stay RUNNING until the "
+                      "operator puts them back as lost", len(claims))
+            return
+        for running in unfinished:
+            self.metrics.released.labels(running.record.queue_name).inc()
+            log.warning("put back unfinished at shutdown, no attempt counted",
+                        extra=task_fields(running.record))
+
+    # -- the database ------------------------------------------------------------------
+
+    async def _database(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """Run a store call on a thread. If the database cannot be reached, log it, report not
+        ready, and return None: the caller tries again later."""
+        try:
+            value = await asyncio.to_thread(call, *args, **kwargs)
+        except psycopg.OperationalError as error:
+            self._database_failures += 1
+            self.health.database_ok = False
+            log.warning("database unreachable (%s): %s", getattr(call, "__name__", call), error)
+            return None
+        if self._database_failures or not self.health.database_ok:
+            self._database_failures = 0
+            self.health.database_ok = True
+        return value
+

@@ -1,0 +1,93 @@
+"""The worker's configuration: flags over environment over defaults, and clear refusals."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kubetasks.exceptions import ConfigurationError
+from kubetasks.worker.command import with_queues
+from kubetasks.worker.health import HealthState
+from kubetasks.worker.settings import WorkerSettings, add_arguments
+
+
+def settings(*argv: str, env: dict[str, str] | None = None) -> WorkerSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return WorkerSettings.from_args(parser.parse_args(argv), env or {}, database_url="db")
+
+
+def test_defaults() -> None:
+    s = settings("--import", "app.tasks")
+    assert s == WorkerSettings(database_url="db", imports=("app.tasks",), queues=(),
+                               concurrency=8, listen=True, poll_interval=5.0,
+                               heartbeat_interval=10.0, grace_period=25.0, max_lost=3,
+                               health_host="0.0.0.0", health_port=8000, requeue_on_start=False)
+
+
+def test_flags() -> None:
+    s = settings("--import", "a", "--import", "b", "--queue", "emails", "--queue", "reports",
+                 "--concurrency", "16", "--no-listen", "--poll-interval", "0.5",
+                 "--heartbeat-interval", "3", "--grace-period", "0", "--max-lost", "5",
+                 "--health-host", "127.0.0.1", "--health-port", "0")
+    assert (s.imports, s.queues) == (("a", "b"), ("emails", "reports"))
+    assert (s.concurrency, s.listen, s.poll_interval) == (16, False, 0.5)
+    assert (s.heartbeat_interval, s.grace_period, s.max_lost) == (3.0, 0.0, 5)
+    assert (s.health_host, s.health_port) == ("127.0.0.1", 0)
+
+
+def test_environment_fills_in_and_flags_win() -> None:
+    env = {"KUBETASKS_WORKER_IMPORTS": "app.tasks, app.more", "KUBETASKS_WORKER_QUEUES": "a,b",
+           "KUBETASKS_WORKER_CONCURRENCY": "3", "KUBETASKS_WORKER_LISTEN": "false",
+           "KUBETASKS_HEALTH_PORT": "9000", "KUBETASKS_HEALTH_HOST": "::",
+           "POD_UID": "4f1c-uid"}
+    s = settings(env=env)
+    assert s.imports == ("app.tasks", "app.more") and s.queues == ("a", "b")
+    assert (s.concurrency, s.listen, s.health_port, s.health_host) == (3, False, 9000, "::")
+    assert s.requeue_on_start  # in a pod: put back what an earlier container held
+    assert settings("--concurrency", "7", "--listen", env=env).concurrency == 7
+    assert settings("--listen", env=env).listen is True
+
+
+def test_polling_alone_polls_more_often_by_default() -> None:
+    assert settings("--import", "a", "--no-listen").poll_interval == 1.0
+    assert settings("--import", "a").poll_interval == 5.0
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    ((), {}, "no task modules to import: give --import MODULE"),
+    (("--import", "a", "--concurrency", "0"), {}, "--concurrency='0' is invalid: use a whole"),
+    (("--import", "a"), {"KUBETASKS_WORKER_CONCURRENCY": "many"},
+     "KUBETASKS_WORKER_CONCURRENCY='many' is invalid"),
+    (("--import", "a", "--poll-interval", "-1"), {}, "use a number of seconds > 0"),
+    (("--import", "a", "--grace-period", "soon"), {}, "use a number of seconds >= 0"),
+    (("--import", "a", "--health-port", "70000"), {}, "use a port from 1 to 65535, or 0"),
+    (("--import", "a"), {"KUBETASKS_WORKER_LISTEN": "maybe"}, "use true or false"),
+])
+def test_bad_values_name_the_flag_or_variable(argv: tuple[str, ...], env: dict[str, str],
+                                              message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")):
+        settings(*argv, env=env)
+
+
+def test_queues_default_to_those_of_the_imported_tasks() -> None:
+    tasks = {"app.a": "emails", "app.b": "default", "app.c": "emails"}
+    assert with_queues(settings("--import", "app"), tasks).queues == ("default", "emails")
+    assert with_queues(settings("--import", "app", "--queue", "x"), tasks).queues == ("x",)
+
+
+def test_liveness_allows_a_few_poll_intervals_and_at_least_a_minute() -> None:
+    assert settings("--import", "a").liveness_timeout == 60
+    assert settings("--import", "a", "--poll-interval", "30").liveness_timeout == 90
+
+
+def test_health_state() -> None:
+    health = HealthState(liveness_timeout=60, last_loop_at=1000.0)
+    assert health.alive(1059.0) == (True, "ok")
+    assert health.alive(1061.0)[0] is False
+    assert health.ready() == (False, "database unreachable")
+    health.database_ok = True
+    assert health.ready() == (True, "ok")
+    health.draining = True
+    assert health.ready() == (False, "draining: stopping after SIGTERM")
