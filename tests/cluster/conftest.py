@@ -4,6 +4,9 @@
   (``.kubeconfig``, ``.server``, ``.api_client()``, ``.kubectl(...)``).
 - ``local_kubelet``: a node that runs pods' containers as local processes.
 - ``namespace``: a fresh namespace per test, deleted afterwards.
+- for the operator: ``crd`` (applied once), ``postgres`` (a server per session), ``dsn`` (a
+  migrated database per test), ``cluster`` (typed access, with the database Secret ``db``),
+  ``operator`` (``kubetasks-operator`` watching the test's namespace).
 
 The binaries come from ``bash tests/cluster/build-binaries.sh``.
 """
@@ -14,12 +17,23 @@ import re
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
 
+from tests.support.pgserver import LocalPostgres
+
 from .controlplane import ControlPlane
 from .kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
+from .operator_support import (
+    REPO,
+    Cluster,
+    OperatorProcess,
+    drop_database,
+    new_database,
+    operator_running,
+)
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +94,40 @@ def pytest_runtest_makereport(
     if report.failed and isinstance(cluster, ControlPlane):
         report.sections.append(("control plane (logs in " + str(cluster.workdir) + ")", cluster.logs()))
     return report
+
+
+# -- the operator's tests --
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def crd(control_plane: ControlPlane, local_kubelet: LocalKubelet) -> None:
+    control_plane.kubectl("apply", "-f", str(REPO / "crds" / "taskqueue.yaml"))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                          "crd/taskqueues.kubetasks.io")
+
+
+@pytest.fixture
+def dsn(postgres: LocalPostgres) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield new_database(postgres, name)
+    drop_database(postgres, name)
+
+
+@pytest.fixture
+def cluster(api_client: kubernetes.client.ApiClient, namespace: str, dsn: str) -> Cluster:
+    cluster = Cluster(api_client, namespace)
+    cluster.create_secret("db", dsn)
+    return cluster
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, namespace: str, tmp_path: Path,
+             cluster: Cluster) -> Iterator[OperatorProcess]:
+    with operator_running(control_plane, namespace, tmp_path) as running:
+        yield running
+        print(running.log()[-6000:])

@@ -6,68 +6,19 @@ Each test has its own namespace, database and operator process (watching that na
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import kubernetes
 import pytest
 
 from kubetasks import TaskResultStatus
-from tests.support.pgserver import LocalPostgres
 
 from . import queue_tasks
 from .controlplane import ControlPlane
-from .kubelet import LocalKubelet
-from .operator_support import (
-    REPO,
-    Cluster,
-    OperatorProcess,
-    backend_for,
-    drop_database,
-    new_database,
-    operator_running,
-    taskqueue,
-)
+from .operator_support import Cluster, OperatorProcess, backend_for, taskqueue
 from .polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[LocalPostgres]:
-    with LocalPostgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def crd(control_plane: ControlPlane, local_kubelet: LocalKubelet) -> None:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds" / "taskqueue.yaml"))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                          "crd/taskqueues.kubetasks.io")
-
-
-@pytest.fixture
-def dsn(postgres: LocalPostgres) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    yield new_database(postgres, name)
-    drop_database(postgres, name)
-
-
-@pytest.fixture
-def cluster(api_client: kubernetes.client.ApiClient, namespace: str, dsn: str) -> Cluster:
-    cluster = Cluster(api_client, namespace)
-    cluster.create_secret("db", dsn)
-    return cluster
-
-
-@pytest.fixture
-def operator(control_plane: ControlPlane, namespace: str, tmp_path: Path,
-             cluster: Cluster) -> Iterator[OperatorProcess]:
-    with operator_running(control_plane, namespace, tmp_path) as running:
-        yield running
-        print(running.log()[-6000:])
 
 
 def test_scales_from_zero_drains_the_queue_and_returns_to_zero(

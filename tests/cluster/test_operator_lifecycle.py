@@ -1,0 +1,187 @@
+"""The operator's objects over their life: spec changes, deletion, a database that is down,
+a worker container that restarts, the shipped manifests, and the operator under its own RBAC."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from kubetasks import TaskResultStatus
+
+from . import queue_tasks
+from .controlplane import ControlPlane
+from .operator_support import REPO, Cluster, OperatorProcess, backend_for, taskqueue
+from .polling import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
+
+
+def worker_env(cluster: Cluster, name: str) -> dict[str, Any]:
+    spec = cluster.deployment(name)["spec"]["template"]["spec"]
+    return {e["name"]: e for e in spec["containers"][0].get("env", [])}
+
+
+def test_a_spec_change_rolls_the_deployment_and_removed_fields_go(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    body = taskqueue("roll", "roll", min_replicas=1, max_replicas=1)
+    body["spec"]["worker"]["env"].append({"name": "FEATURE_FLAG", "value": "on"})
+    body["spec"]["worker"]["resources"] = {"limits": {"memory": "256Mi"}}
+    cluster.create_taskqueue(body)
+    wait_until(lambda: "FEATURE_FLAG" in worker_env(cluster, "roll"), timeout=30,
+               what="the Deployment with the env var")
+    first_generation = cluster.deployment("roll")["metadata"]["generation"]
+
+    env = [e for e in body["spec"]["worker"]["env"] if e["name"] != "FEATURE_FLAG"]
+    cluster.custom.patch_namespaced_custom_object(
+        "kubetasks.io", "v1alpha1", cluster.namespace, "taskqueues", "roll",
+        {"spec": {"worker": {"env": env, "resources": None, "concurrency": 3}}},
+        _content_type="application/merge-patch+json")
+
+    wait_until(lambda: "FEATURE_FLAG" not in worker_env(cluster, "roll"), timeout=30,
+               what="the env var removed from the Deployment")
+    deployment = cluster.deployment("roll")
+    worker = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "resources" not in worker or worker["resources"] == {}
+    assert worker["args"][worker["args"].index("--concurrency") + 1] == "3"
+    assert deployment["metadata"]["generation"] > first_generation
+    assert deployment["spec"]["replicas"] == 1
+    wait_until(lambda: cluster.status("roll").get("observedGeneration")
+               == cluster.taskqueue("roll")["metadata"]["generation"], timeout=30,
+               what="status.observedGeneration to follow the spec")
+
+
+def test_deleting_the_taskqueue_deletes_its_deployment(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_taskqueue(taskqueue("doomed", "doomed"))
+    wait_until(lambda: cluster.replicas("doomed") is not None, timeout=30, what="the Deployment")
+    owners = cluster.deployment("doomed")["metadata"]["ownerReferences"]
+    assert [(o["kind"], o["name"], o.get("controller")) for o in owners] == [
+        ("TaskQueue", "doomed", True)]
+
+    cluster.custom.delete_namespaced_custom_object("kubetasks.io", "v1alpha1", cluster.namespace,
+                                                   "taskqueues", "doomed")
+    wait_until(lambda: cluster.replicas("doomed") is None, timeout=60,
+               what="the garbage collector to delete the Deployment")
+    with pytest.raises(kubernetes.client.exceptions.ApiException):
+        cluster.taskqueue("doomed")
+
+
+def test_a_database_that_is_down_shows_a_condition_and_an_event(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    from tests.support.pgserver import free_port
+
+    cluster.create_secret("down", f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1")
+    cluster.create_taskqueue(taskqueue("downq", "downq", secret="down"))
+
+    condition = wait_until(
+        lambda: (c := cluster.condition("downq", "DatabaseReachable")) and c["status"] == "False" and c,
+        timeout=60, what="DatabaseReachable=False")
+    assert "127.0.0.1" in condition["message"] or "connect" in condition["message"]
+    events = wait_until(lambda: cluster.events("DatabaseUnreachable"), timeout=30, what="an Event")
+    assert events[0]["type"] == "Warning"
+    assert operator.process is not None and operator.process.poll() is None
+
+
+def worker_pid(pod: str) -> int:
+    """The pid of the worker process of ``pod`` (a local process here)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"POD_NAME={pod}".encode() in environ and b"worker" in cmdline:
+            return int(entry.name)
+    raise LookupError(f"no worker process for pod {pod}")
+
+
+def test_a_restarted_worker_containers_task_is_put_back(
+        cluster: Cluster, operator: OperatorProcess, dsn: str) -> None:
+    cluster.create_taskqueue(taskqueue("oom", "oom", min_replicas=1, max_replicas=1, concurrency=1))
+    wait_until(lambda: cluster.running_pods("oom"), timeout=60, what="a worker pod")
+    backend = backend_for(dsn)
+    result = queue_tasks.long.using(backend=backend, queue_name="oom").enqueue(2)
+    pod = wait_until(lambda: (r := backend.get_result(result.id)).status == TaskResultStatus.RUNNING
+                     and r.worker_ids[-1].split("/")[0], timeout=30, what="the task running")
+
+    os.kill(worker_pid(pod), signal.SIGKILL)  # as the OOM killer would
+
+    done = wait_until(
+        lambda: (r := backend.get_result(result.id)).status == TaskResultStatus.SUCCESSFUL and r,
+        timeout=90, what="the task finished by the restarted container")
+    assert done.lost_count == 1
+    assert done.return_value == pod  # same pod, new container
+    assert len(done.worker_ids) == 2 and done.worker_ids[0] != done.worker_ids[1]
+    restarts = cluster.pods("oom")[0]["status"]["containerStatuses"][0]["restartCount"]
+    assert restarts >= 1
+    backend.close()
+
+
+def test_the_shipped_manifests_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
+    applied = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace,
+                                    "-f", str(REPO / "examples" / "taskqueue.yaml"))
+    assert "taskqueue.kubetasks.io/emails created (server dry run)" in applied.stdout
+    documents = list(yaml.safe_load_all((REPO / "operator" / "deploy.yaml").read_text()))
+    kinds = [d["kind"] for d in documents]
+    assert kinds == ["Namespace", "Deployment"]
+    assert documents[1]["spec"]["replicas"] == 1
+    assert documents[1]["spec"]["strategy"] == {"type": "Recreate"}
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(documents[0]))
+    applied = control_plane.kubectl("apply", "--dry-run=server", "-f", str(REPO / "operator"))
+    assert "deployment.apps/kubetasks-operator created (server dry run)" in applied.stdout
+    assert ("clusterrole.rbac.authorization.k8s.io/kubetasks-operator created (server dry run)"
+            in applied.stdout)
+
+
+@pytest.fixture
+def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig holding a token of the operator's ServiceAccount, bound by operator/rbac.yaml."""
+    control_plane.kubectl("apply", "-f", str(REPO / "operator" / "deploy.yaml"), "--dry-run=client")
+    control_plane.kubectl("create", "namespace", "kubetasks-system", check=False)
+    control_plane.kubectl("apply", "-f", str(REPO / "operator" / "rbac.yaml"))
+    token = control_plane.kubectl("create", "token", "kubetasks-operator", "-n", "kubetasks-system",
+                                  "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    for context in admin["contexts"]:
+        context["context"]["user"] = "operator"
+    path = tmp_path / "operator-kubeconfig"
+    path.write_text(yaml.safe_dump(admin))
+    yield path
+
+
+def test_the_operator_works_with_only_its_rbac(
+        *, control_plane: ControlPlane, cluster: Cluster, namespace: str, dsn: str, tmp_path: Path,
+        operator_identity: Path) -> None:
+    denied = subprocess.run(["kubectl", f"--kubeconfig={operator_identity}", "get", "secrets",
+                             "-n", namespace], capture_output=True, text=True)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()  # get, never list
+
+    operator = OperatorProcess(control_plane, namespace, tmp_path)
+    operator.env["KUBECONFIG"] = str(operator_identity)
+    operator.start()
+    try:
+        cluster.create_taskqueue(taskqueue("rbac", "rbac", max_replicas=2))
+        backend = backend_for(dsn)
+        results = queue_tasks.short.using(backend=backend, queue_name="rbac").enqueue_many(
+            [(i,) for i in range(20)])
+        wait_until(lambda: all(backend.get_result(r.id).status == TaskResultStatus.SUCCESSFUL
+                               for r in results), timeout=90, what="the tasks run")
+        wait_until(lambda: cluster.events("Scaled"), timeout=30, what="a Scaled event")
+        assert cluster.status("rbac")["queueName"] == "rbac"
+        backend.close()
+    finally:
+        operator.stop()
+    log = operator.log()
+    assert "403" not in log and "Forbidden" not in log, log[-4000:]
