@@ -2,7 +2,8 @@
 
 Environment: ``KUBETASKS_NAMESPACES`` (comma-separated; default: all namespaces),
 ``KUBETASKS_OPERATOR_PORT`` (liveness at /healthz, default 8080), ``KUBETASKS_METRICS_PORT``
-(Prometheus /metrics, default 9090), ``KUBETASKS_LOG_LEVEL``.
+(Prometheus /metrics, default 9090), ``KUBETASKS_OPERATOR_LISTEN`` (``false`` to poll only, e.g.
+behind PgBouncer's transaction pooling), ``KUBETASKS_LOG_LEVEL``.
 """
 
 from __future__ import annotations

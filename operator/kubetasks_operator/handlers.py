@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -42,7 +43,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     await asyncio.to_thread(load_config)
-    memo[RUNTIME_KEY] = Runtime(kube=Kube())
+    # Behind PgBouncer in transaction pooling LISTEN cannot work: poll only.
+    listen = os.environ.get("KUBETASKS_OPERATOR_LISTEN", "true").lower() not in ("0", "false", "no")
+    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=listen)
 
 
 @kopf.on.cleanup()
@@ -62,7 +65,7 @@ def probe_taskqueues(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: str,
-                    namespace: str | None, memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+                    namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Build the worker Deployment from the spec and apply it; keep the live replica count."""
     runtime: Runtime = memo[RUNTIME_KEY]
     assert namespace is not None  # TaskQueue is namespaced
@@ -87,7 +90,8 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
     controller.fields["observedGeneration"] = meta.get("generation")
     controller.set_condition("Ready", True, "Reconciled", f"Deployment {deployment_name(name)} {outcome}")
     await asyncio.to_thread(controller.write_status, utcnow())
-    return {"deployment": deployment_name(name), "outcome": outcome}
+    log.info("reconciled", extra={"taskqueue": name, "deployment": deployment_name(name),
+                                  "outcome": outcome})
 
 
 def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> None:
@@ -124,11 +128,14 @@ async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, m
         return
     notifier = runtime.notifier(controller.store.conninfo)
     wake = asyncio.Event()
-    notifier.subscribe(controller.queue_name, wake)
+    if runtime.listen:
+        notifier.subscribe(controller.queue_name, wake)
     next_sweep = utcnow()
     database_ok = True
     try:
         while not stopped:
+            # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
+            wake.clear()
             controller = runtime.controllers.get((namespace, name), controller)
             pods = live_pods(pods_index, namespace, name)
             try:
@@ -146,7 +153,6 @@ async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, m
                 database_ok = False
                 controller.set_condition("DatabaseReachable", False, "Unreachable", str(error).strip())
                 await asyncio.to_thread(controller.write_status, utcnow())
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), controller.spec.scaling.poll_interval_seconds)
     finally:

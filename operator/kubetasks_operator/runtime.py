@@ -36,6 +36,7 @@ def object_reference(body: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass
 class Runtime:
     kube: Kube
+    listen: bool = True  # wake scalers on NOTIFY; False polls only
     stores: dict[str, Store] = field(default_factory=dict)
     notifiers: dict[str, Notifier] = field(default_factory=dict)
     controllers: dict[Key, QueueController] = field(default_factory=dict)

@@ -40,11 +40,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = Store(database_url(args))
-    try:
+    with Store(database_url(args)) as store:
         stats = store.queue_stats(args.queue or None)
-    finally:
-        store.close()
     print(f"{'QUEUE':<20} {'READY':>7} {'SCHEDULED':>9} {'RUNNING':>7} {'OVERDUE':>7}  NEXT DEADLINE")
     for s in stats:
         deadline = s.next_deadline.isoformat(timespec="seconds") if s.next_deadline else "-"
@@ -53,11 +50,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    store = Store(database_url(args))
-    try:
+    with Store(database_url(args)) as store:
         records = store.list_tasks(queue_name=args.queue, state=args.state, limit=args.limit)
-    finally:
-        store.close()
     for r in records:
         print(f"{r.id:>8} {r.state:<10} {r.queue_name:<12} {r.task_name} "
               f"attempts={r.attempts}/{r.max_attempts} lost={r.lost_count}")
@@ -89,37 +83,28 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    store = Store(database_url(args))
-    try:
+    with Store(database_url(args)) as store:
         cancelled = store.cancel(args.task_id)
-    finally:
-        store.close()
     print("cancelled" if cancelled else f"task {args.task_id} is not READY; nothing cancelled")
     return 0 if cancelled else 1
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    store = Store(database_url(args))
-    try:
+    with Store(database_url(args)) as store:
         if args.pod_uid:
             moved = store.requeue_pod(args.pod_uid, reason=f"requeued by hand (pod {args.pod_uid})",
                                       max_lost=args.max_lost)
         else:
             moved = store.requeue_stale(args.stale, reason="requeued by hand (stale heartbeat)",
                                         max_lost=args.max_lost, queue_name=args.queue)
-    finally:
-        store.close()
     for task in moved:
         print(f"{task.task_id} {task.queue_name} {task.task_name} -> {task.state}")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    store = Store(database_url(args))
-    try:
+    with Store(database_url(args)) as store:
         deleted = store.prune(successful=args.successful, failed=args.failed, queue_name=args.queue)
-    finally:
-        store.close()
     print(f"deleted {deleted} finished tasks")
     return 0
 

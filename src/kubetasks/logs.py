@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_PLAIN = (str, int, float, bool, list, dict, type(None))
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +22,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        # Only plain values: libraries attach whole objects (kopf: its settings) to records.
+        entry.update({k: v for k, v in record.__dict__.items()
+                      if k not in _STANDARD and isinstance(v, _PLAIN)})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -29,7 +32,8 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
+                         if k not in _STANDARD and isinstance(v, _PLAIN))
         line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
         if extra:
             line += f"  [{extra}]"

@@ -56,6 +56,12 @@ class Store:
             self.pool.close()
             self._opened = False
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A dedicated autocommit connection, e.g. for LISTEN. The caller closes it."""
         return psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
