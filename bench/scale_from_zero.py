@@ -6,7 +6,7 @@ Deployment's spec.replicas is 1 (read every 5 ms). The task is then cancelled so
 drains back to zero. Once with the operator LISTENing (the default) and once polling only
 (KUBETASKS_OPERATOR_LISTEN=false), both with pollIntervalSeconds 2.
 
-    python bench/scale_from_zero.py [--trials 20]      # results: bench/RESULTS-scaling.md
+    python -m bench.scale_from_zero [--trials 20]     # results: bench/RESULTS-scaling.md
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
         f"{platform.system()} {platform.release()}",
         "- the operator, PostgreSQL and the API server on one machine (loopback);"
         " pollIntervalSeconds 2; replicas read every 5 ms",
-        "- reproduce: `python bench/scale_from_zero.py`",
+        "- reproduce: `python -m bench.scale_from_zero`",
         "",
         "| operator | trials | p50 ms | p90 ms | max ms |",
         "|---|---:|---:|---:|---:|",
