@@ -122,7 +122,8 @@ def test_garbage_collector_removes_dependents(
         names = [cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items]
         return "dependent" not in names
 
-    wait_until(dependent_gone, timeout=30, what="the garbage collector to delete the dependent ConfigMap")
+    assert wait_until(dependent_gone, timeout=30,
+                      what="the garbage collector to delete the dependent ConfigMap")
 
 
 def test_helm_installs_a_chart(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:

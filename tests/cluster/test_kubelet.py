@@ -421,4 +421,4 @@ def test_failing_liveness_probe_restarts_the_container(
         statuses = read_pod(core, namespace, "sick")["status"].get("containerStatuses") or [{}]
         return int(statuses[0].get("restartCount", 0))
 
-    wait_until(lambda: restarts() >= 1, timeout=30, what="a restart after liveness failures")
+    assert wait_until(lambda: restarts() >= 1, timeout=30, what="a restart after liveness failures")
