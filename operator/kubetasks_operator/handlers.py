@@ -16,9 +16,9 @@ import psycopg
 from kubetasks_operator import metrics
 from kubetasks_operator.kube import Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
-from kubetasks_operator.objects import deployment_name, worker_deployment
+from kubetasks_operator.objects import worker_deployment
 from kubetasks_operator.runtime import Runtime
-from kubetasks_operator.scaler import QueueController, utcnow
+from kubetasks_operator.scaler import DeploymentMissing, QueueController, utcnow
 from kubetasks_operator.spec import (
     GROUP,
     MANAGED_BY,
@@ -81,22 +81,31 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
         await asyncio.to_thread(_report_missing_secret, runtime, body, str(error))
         raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
     controller = runtime.controller(body, parsed, conninfo)
-    replicas = await asyncio.to_thread(runtime.kube.deployment_replicas, namespace,
-                                       deployment_name(name))
-    deployment = worker_deployment(parsed, taskqueue_name=name, namespace=namespace,
-                                   replicas=parsed.scaling.min_replicas if replicas is None else replicas)
-    kopf.adopt(deployment, owner=body)
-    outcome = await asyncio.to_thread(runtime.kube.apply_deployment, deployment)
     controller.fields["observedGeneration"] = meta.get("generation")
-    controller.set_condition("Ready", True, "Reconciled", f"Deployment {deployment_name(name)} {outcome}")
-    await asyncio.to_thread(controller.write_status, utcnow())
-    log.info("reconciled", extra={"taskqueue": name, "deployment": deployment_name(name),
+    await asyncio.to_thread(apply_worker_deployment, controller, body)
+
+
+def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> None:
+    """Create or update the TaskQueue's worker Deployment (owned by it), and say so in status."""
+    deployment = worker_deployment(controller.spec, taskqueue_name=controller.name,
+                                   namespace=controller.namespace,
+                                   replicas=controller.spec.scaling.min_replicas)
+    kopf.adopt(deployment, owner=body)
+    outcome = controller.kube.apply_deployment(deployment)
+    controller.set_condition("Ready", True, "Reconciled", f"Deployment {controller.deployment} {outcome}")
+    controller.write_status(utcnow())
+    log.info("reconciled", extra={"taskqueue": controller.name, "deployment": controller.deployment,
                                   "outcome": outcome})
 
 
 def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> None:
     meta = body["metadata"]
     kopf.warn(body, reason="DatabaseSecretMissing", message=message)
+    controller = runtime.controllers.get((meta["namespace"], meta["name"]))
+    if controller is not None:  # its status writes carry all conditions: go through it
+        controller.set_condition("Ready", False, "DatabaseSecretMissing", message)
+        controller.write_status(utcnow())
+        return
     runtime.kube.patch_status(meta["namespace"], meta["name"], {"conditions": [
         {"type": "Ready", "status": "False", "reason": "DatabaseSecretMissing", "message": message,
          "lastTransitionTime": utcnow().isoformat(timespec="seconds")}]})
@@ -117,47 +126,89 @@ def live_pods(index: kopf.Index[tuple[str, str], tuple[str, str]], namespace: st
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
-async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo,
-                **kwargs: Any) -> None:
-    """The queue's control loop: a step every poll interval, or at once on NOTIFY."""
+async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, body: kopf.Body,
+                memo: kopf.Memo, **kwargs: Any) -> None:
+    """The queue's control loop: a step every poll interval, or at once on NOTIFY. It never
+    ends on an error: each is reported (condition, Event) and the next step tries again."""
     runtime: Runtime = memo[RUNTIME_KEY]
     pods_index: kopf.Index[tuple[str, str], tuple[str, str]] = kwargs["worker_pods"]
     assert namespace is not None
     controller = await _wait_for_controller(runtime, (namespace, name), stopped)
     if controller is None:
         return
-    notifier = runtime.notifier(controller.store.conninfo)
     wake = asyncio.Event()
-    if runtime.listen:
-        notifier.subscribe(controller.queue_name, wake)
-    next_sweep = utcnow()
-    database_ok = True
+    wakeup = WakeUp(runtime, wake)
+    loop = ScaleLoop()
     try:
         while not stopped:
             # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
             wake.clear()
             controller = runtime.controllers.get((namespace, name), controller)
-            pods = live_pods(pods_index, namespace, name)
-            try:
-                await asyncio.to_thread(controller.step, utcnow(), pods)
-                if utcnow() >= next_sweep:
-                    await asyncio.to_thread(controller.sweep, pods)
-                    interval = controller.spec.lost_tasks.sweep_interval_seconds
-                    next_sweep = utcnow() + timedelta(seconds=interval)
-                if not database_ok:
-                    controller.post_event("Normal", "DatabaseReachable", "the database answers again")
-                database_ok = True
-            except psycopg.Error as error:
-                if database_ok:
-                    controller.post_event("Warning", "DatabaseUnreachable", str(error).strip())
-                database_ok = False
-                controller.set_condition("DatabaseReachable", False, "Unreachable", str(error).strip())
-                await asyncio.to_thread(controller.write_status, utcnow())
+            wakeup.follow(controller)  # the database or the queue name may have changed
+            await loop.run_once(controller, body, live_pods(pods_index, namespace, name))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), controller.spec.scaling.poll_interval_seconds)
     finally:
-        notifier.unsubscribe(controller.queue_name, wake)
-        runtime.controllers.pop((namespace, name), None)
+        wakeup.follow(None)
+        if stopped:
+            runtime.controllers.pop((namespace, name), None)
+
+
+class WakeUp:
+    """Keeps the daemon's wake event subscribed to its controller's database and queue."""
+
+    def __init__(self, runtime: Runtime, wake: asyncio.Event) -> None:
+        self.runtime, self.wake = runtime, wake
+        self.current: tuple[str, str] | None = None
+
+    def follow(self, controller: QueueController | None) -> None:
+        wanted = (controller.store.conninfo, controller.queue_name) if controller else None
+        if wanted == self.current or not self.runtime.listen:
+            return
+        if self.current is not None:
+            self.runtime.notifier(self.current[0]).unsubscribe(self.current[1], self.wake)
+        if wanted is not None:
+            self.runtime.notifier(wanted[0]).subscribe(wanted[1], self.wake)
+        self.current = wanted
+
+
+class ScaleLoop:
+    """One step and, when due, a sweep; errors become conditions and Events on transitions."""
+
+    def __init__(self) -> None:
+        self.next_sweep = utcnow()
+        self.failing: str | None = None  # the kind of the last error, while it lasts
+
+    async def run_once(self, controller: QueueController, body: kopf.Body,
+                       pods: dict[str, str]) -> None:
+        try:
+            await asyncio.to_thread(controller.step, utcnow(), pods)
+            if utcnow() >= self.next_sweep:
+                await asyncio.to_thread(controller.sweep, pods)
+                interval = controller.spec.lost_tasks.sweep_interval_seconds
+                self.next_sweep = utcnow() + timedelta(seconds=interval)
+        except DeploymentMissing as error:
+            controller.post_event("Warning", "DeploymentMissing", f"{error}; creating it again")
+            await asyncio.to_thread(apply_worker_deployment, controller, body)
+        except psycopg.Error as error:
+            await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", error)
+        except Exception as error:  # the API server restarting, throttling, ...: try again
+            log.exception("scaling step failed", extra={"taskqueue": controller.name})
+            await self.failed(controller, "ScalingFailed", "Scaling", error)
+        else:
+            if self.failing == "DatabaseUnreachable":
+                controller.post_event("Normal", "DatabaseReachable", "the database answers again")
+            self.failing = None
+
+    async def failed(self, controller: QueueController, reason: str, condition: str,
+                     error: Exception) -> None:
+        message = str(error).strip() or type(error).__name__
+        if self.failing != reason:
+            controller.post_event("Warning", reason, message)
+        self.failing = reason
+        controller.set_condition(condition, False, reason, message)
+        with contextlib.suppress(Exception):  # the status is best effort while failing
+            await asyncio.to_thread(controller.write_status, utcnow())
 
 
 async def _wait_for_controller(runtime: Runtime, key: tuple[str, str],

@@ -48,19 +48,20 @@ class Kube:
                                 f"(keys: {sorted(data) or 'none'})")
         return base64.b64decode(data[key]).decode()
 
-    def deployment_replicas(self, namespace: str, name: str) -> int | None:
-        """``spec.replicas`` of the Deployment, or None if it does not exist."""
+    def deployment_scale(self, namespace: str, name: str) -> tuple[int, int] | None:
+        """``(spec.replicas, status.readyReplicas)`` of the Deployment, or None if it is gone."""
         try:
             deployment = self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return int(deployment.spec.replicas or 0)
+        return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
 
     def apply_deployment(self, body: dict[str, Any]) -> str:
-        """Create the Deployment, or replace its spec so that removed fields go away.
-        The caller sets ``spec.replicas`` to the live value on replace."""
+        """Create the Deployment with ``body``'s replicas, or replace its spec, so that removed
+        fields go away, keeping the live replica count of the object whose version it replaces
+        (a scale in between makes the replace conflict instead of being undone)."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
             current = self.apps.read_namespaced_deployment(name, namespace)
@@ -69,8 +70,9 @@ class Kube:
                 raise
             self.apps.create_namespaced_deployment(namespace, body)
             return "created"
-        body = {**body, "metadata": {**body["metadata"],
-                                     "resourceVersion": current.metadata.resource_version}}
+        body = {**body,
+                "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
+                "spec": {**body["spec"], "replicas": int(current.spec.replicas or 0)}}
         self.apps.replace_namespaced_deployment(name, namespace, body)
         return "replaced"
 

@@ -45,9 +45,11 @@ def worker_args(spec: TaskQueueSpec, taskqueue_name: str) -> list[str]:
     # The worker drains within the pod's grace period, keeping a few seconds to put back
     # what did not finish before the kubelet's SIGKILL.
     drain = max(1, worker.grace_period_seconds - min(5, worker.grace_period_seconds // 3))
+    # Heartbeats well inside the timeout after which the sweep declares a claim lost.
+    heartbeat = min(10.0, spec.lost_tasks.heartbeat_timeout_seconds / 4)
     return ["--queue", queue_name(spec, taskqueue_name), "--concurrency", str(worker.concurrency),
             "--health-port", str(worker.health_port), "--grace-period", str(drain),
-            "--max-lost", str(spec.lost_tasks.max_lost),
+            "--max-lost", str(spec.lost_tasks.max_lost), "--heartbeat-interval", f"{heartbeat:g}",
             *worker.args]
 
 

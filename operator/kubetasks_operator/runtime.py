@@ -57,10 +57,11 @@ class Runtime:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         current = self.controllers.get(key)
-        if current is None or current.store.conninfo != conninfo:
+        queue = queue_name(spec, key[1])
+        if current is None or current.store.conninfo != conninfo or current.queue_name != queue:
             current = QueueController(
                 kube=self.kube, store=self.store(conninfo), namespace=key[0], name=key[1],
-                queue_name=queue_name(spec, key[1]), spec=spec,
+                queue_name=queue, spec=spec,
                 post_event=event_poster(object_reference(body)),
                 conditions=current.conditions if current else [])
             self.controllers[key] = current

@@ -64,6 +64,10 @@ def merge_conditions(old: list[dict[str, str]], new: list[dict[str, str]]) -> li
     return merged
 
 
+class DeploymentMissing(LookupError):
+    """The worker Deployment is gone (deleted by hand): the operator makes it again."""
+
+
 @dataclass
 class QueueController:
     """The scaling state of one TaskQueue, kept in memory between steps."""
@@ -77,6 +81,7 @@ class QueueController:
     post_event: EventPoster
     recent: tuple[tuple[datetime, int], ...] = ()
     idle_since: datetime | None = None
+    ready_replicas: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
     conditions: list[dict[str, str]] = field(default_factory=list)
     last_status: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +105,10 @@ class QueueController:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
-        current = self.kube.deployment_replicas(self.namespace, self.deployment) or 0
+        scale = self.kube.deployment_scale(self.namespace, self.deployment)
+        if scale is None:
+            raise DeploymentMissing(f"Deployment {self.deployment} does not exist")
+        current, self.ready_replicas = scale
         observation = Observation(
             ready=stats.ready, running=stats.running, deadlines=deadlines,
             current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
@@ -146,7 +154,7 @@ class QueueController:
                                nextDeadline=(stats.next_deadline.isoformat(timespec="seconds")
                                              if stats.next_deadline else None))
         if decision is not None:
-            self.fields.update(replicas=decision.replicas, desiredReplicas=decision.wanted,
+            self.fields.update(replicas=self.ready_replicas, desiredReplicas=decision.replicas,
                                reason=decision.reason)
             self.set_condition("Scaling", True, "Active", decision.reason)
         status = {"queueName": self.queue_name, **self.fields, "conditions": self.conditions}
@@ -162,7 +170,7 @@ class QueueController:
         lost = self.spec.lost_tasks
         moved = self.store.requeue_absent_pods(
             self.queue_name, live_pods.keys(), reason="the claiming pod no longer exists",
-            max_lost=lost.max_lost)
+            max_lost=lost.max_lost, pod_name_prefix=f"{self.deployment}-")
         moved += self.store.requeue_stale(
             timedelta(seconds=lost.heartbeat_timeout_seconds), queue_name=self.queue_name,
             reason=f"no heartbeat for {lost.heartbeat_timeout_seconds}s", max_lost=lost.max_lost)

@@ -43,7 +43,8 @@ class TaskRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TaskRecord:
-        values = dict(row)
+        # Only our columns: a column added by a newer migration must not break older code.
+        values = {name: row[name] for name in cls.__dataclass_fields__}
         values["state"] = TaskResultStatus(values["state"])
         values["errors"] = [TaskError.from_json(e) for e in values["errors"]]
         return cls(**values)

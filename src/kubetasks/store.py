@@ -205,12 +205,14 @@ class Store:
         return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
 
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
-                            max_lost: int, min_age: timedelta = timedelta(seconds=10),
-                            ) -> list[RequeuedTask]:
-        """Requeue tasks of ``queue_name`` claimed by pods not in ``live_pod_uids``; claims
-        younger than ``min_age`` are spared, so a pod not yet seen by the caller is not robbed."""
+                            max_lost: int, pod_name_prefix: str = "",
+                            min_age: timedelta = timedelta(seconds=10)) -> list[RequeuedTask]:
+        """Requeue tasks of ``queue_name`` claimed by pods named ``pod_name_prefix...`` that are
+        not in ``live_pod_uids``; claims younger than ``min_age`` are spared, so a pod not yet
+        seen by the caller is not robbed."""
         rows = self._rows("claims_of_absent_pods", {
-            "queue_name": queue_name, "live_pod_uids": list(live_pod_uids), "min_age": min_age})
+            "queue_name": queue_name, "live_pod_uids": list(live_pod_uids), "min_age": min_age,
+            "pod_name_prefix": pod_name_prefix})
         return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
 
     def requeue_stale(self, timeout: timedelta, *, reason: str, max_lost: int,

@@ -78,14 +78,16 @@ def test_tight_deadlines_get_more_replicas_than_the_same_backlog_without(
     queue_tasks.long.using(backend=backend, queue_name="urgent",
                            expected_at=datetime.now(UTC) + timedelta(seconds=20)).enqueue_many([(1,)] * 40)
 
-    plain = wait_until(lambda: cluster.status("plain").get("replicas"), timeout=30,
+    plain = wait_until(lambda: cluster.status("plain").get("desiredReplicas"), timeout=30,
                        what="a decision for the plain queue")
-    urgent = wait_until(lambda: cluster.status("urgent").get("replicas"), timeout=30,
+    urgent = wait_until(lambda: cluster.status("urgent").get("desiredReplicas"), timeout=30,
                         what="a decision for the urgent queue")
 
     assert plain == 1, cluster.status("plain")["reason"]
     assert urgent > plain, cluster.status("urgent")["reason"]
     assert cluster.status("urgent")["reason"].startswith("deadline:")
+    assert cluster.replicas("urgent") == urgent  # the decision is the Deployment's scale
+    assert cluster.status("urgent")["replicas"] == 0  # no pod of that image ever gets ready
     backend.close()
 
 

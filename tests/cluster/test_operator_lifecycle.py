@@ -185,3 +185,33 @@ def test_the_operator_works_with_only_its_rbac(
         operator.stop()
     log = operator.log()
     assert "403" not in log and "Forbidden" not in log, log[-4000:]
+
+
+def test_a_deployment_deleted_by_hand_is_made_again(
+        cluster: Cluster, operator: OperatorProcess, control_plane: ControlPlane) -> None:
+    cluster.create_taskqueue(taskqueue("again", "again"))
+    first = wait_until(lambda: cluster.deployment("again")["metadata"]["uid"], timeout=30,
+                       what="the Deployment")
+    control_plane.kubectl("delete", "deployment", "again-worker", "-n", cluster.namespace)
+
+    second = wait_until(lambda: cluster.deployment("again")["metadata"]["uid"] != first
+                        and cluster.deployment("again")["metadata"]["uid"], timeout=30,
+                        what="the Deployment made again")
+    assert second != first
+    assert wait_until(lambda: cluster.events("DeploymentMissing"), timeout=10, what="an Event")
+    assert (cluster.condition("again", "Scaling") or {}).get("status") != "False"
+
+
+def test_the_queue_name_cannot_change(cluster: Cluster, control_plane: ControlPlane) -> None:
+    cluster.create_taskqueue(taskqueue("fixed", "fixed"))
+    unnamed = taskqueue("unnamed", "x")
+    del unnamed["spec"]["queueName"]
+    cluster.create_taskqueue(unnamed)
+
+    for name, patch in (("fixed", {"spec": {"queueName": "other"}}),
+                        ("unnamed", {"spec": {"queueName": "added-later"}})):
+        refused = control_plane.kubectl(
+            "patch", "tq", name, "-n", cluster.namespace, "--type=merge", "-p", json.dumps(patch),
+            check=False)
+        assert refused.returncode != 0
+        assert "queueName cannot change" in refused.stderr

@@ -56,6 +56,16 @@ assert (stored.task.priority, stored.task.queue_name) == (9, "emails"), stored.t
 assert stored.task.run_after > timezone.now() + timedelta(minutes=59)
 print("using(run_after, priority): stored and read back")
 
+import threading  # noqa: E402
+
+from_another_thread: list[object] = []
+reader = threading.Thread(target=lambda: from_another_thread.append(
+    send_welcome.get_result(result.id).args))
+reader.start()
+reader.join()
+assert from_another_thread == [[1]], from_another_thread
+print("get_result from another thread (another backend instance) works")
+
 try:
     send_welcome.using(queue_name="unknown")
 except InvalidTask as error:

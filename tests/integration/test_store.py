@@ -267,3 +267,41 @@ def test_next_run_after_is_the_earliest_ready_time_of_the_queues(store: Store) -
                    request("c", run_after=now + timedelta(minutes=1))])
     assert store.next_run_after(["a", "b"]) == now + timedelta(hours=1)
     assert store.next_run_after(["x"]) is None
+
+
+def test_the_absent_pod_sweep_leaves_other_deployments_workers_alone(store: Store) -> None:
+    store.enqueue([request(), request()])
+    mine = store.claim(["q"], 1, worker("emails-worker-abc"))[0]
+    other = store.claim(["q"], 1, worker("laptop"))[0]
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '1 minute'")
+
+    moved = store.requeue_absent_pods("q", [], reason="pod gone", max_lost=3,
+                                      pod_name_prefix="emails-worker-")
+
+    assert [t.task_id for t in moved] == [mine.id]
+    assert store.get(other.id).state == TaskResultStatus.RUNNING
+
+
+def test_a_task_past_its_deadline_can_still_be_retried(store: Store) -> None:
+    now = datetime.now(UTC)
+    task_id = store.enqueue([request(expected_at=now + timedelta(seconds=1), max_attempts=3)])[0].id
+    claim = store.claim(["q"], 1, worker())[0].claim_id
+    assert claim is not None
+
+    assert store.retry(claim, now + timedelta(minutes=5), json.dumps({"message": "try later"}))
+    assert store.get(task_id).state == TaskResultStatus.READY
+
+
+def test_a_deadline_set_a_moment_ago_is_accepted(store: Store) -> None:
+    just_now = datetime.now(UTC) - timedelta(milliseconds=1)  # the database's now() is later
+    record = store.enqueue([request(expected_at=just_now)])[0]
+    assert record.run_after == just_now
+
+
+def test_a_column_added_by_a_newer_migration_does_not_break_reads(store: Store) -> None:
+    task_id = store.enqueue([request()])[0].id
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("ALTER TABLE kubetasks_tasks ADD COLUMN added_later text DEFAULT 'x'")
+    assert store.get(task_id).id == task_id
+    assert [r.id for r in store.claim(["q"], 1, worker())] == [task_id]

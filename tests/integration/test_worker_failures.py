@@ -92,12 +92,14 @@ def test_bad_rows_fail_with_a_clear_error_and_the_worker_keeps_going(
     nul = worker_tasks.returns_nul.enqueue()
     slow_sync = worker_tasks.sleeps_past_timeout.enqueue(2.0)
     slow_async = worker_tasks.sleeps_past_timeout_async.enqueue(2.0)
+    self_cancelled = worker_tasks.cancels_itself.enqueue()
 
     with WorkerProcess(dsn, tmp_path, "--concurrency", "2") as worker:
         ids: dict[str, str | int] = {
             "unknown": unknown, "too_many": too_many, "not_a_list": not_a_list,
             "unprintable": unprintable.id, "not_json": not_json.id, "nul": nul.id,
-            "slow_sync": slow_sync.id, "slow_async": slow_async.id}
+            "slow_sync": slow_sync.id, "slow_async": slow_async.id,
+            "self_cancelled": self_cancelled.id}
         records = {key: wait_state(store, task_id) for key, task_id in ids.items()}
         later = worker_tasks.add.enqueue(20, 22)
         assert wait_state(store, later.id).return_value == 42  # still working
@@ -121,4 +123,5 @@ def test_bad_rows_fail_with_a_clear_error_and_the_worker_keeps_going(
         assert error[key].exception_class_path == "kubetasks.exceptions.TaskTimeout"
         assert "longer than its timeout of 0.3 s" in error[key].message
     assert "thread could not be stopped" in error["slow_sync"].message
+    assert error["self_cancelled"].exception_class_path == "asyncio.exceptions.CancelledError"
     assert raw_errors(dsn, unknown)[0]["at"]  # when it happened, kept with the error

@@ -114,3 +114,13 @@ def sleeps_past_timeout(seconds: float) -> str:
 async def sleeps_past_timeout_async(seconds: float) -> str:
     await asyncio.sleep(seconds)
     return "too late"
+
+
+@task(queue_name=QUEUE)
+async def cancels_itself() -> None:
+    """Awaits something that gets cancelled, as a library's future can be."""
+    import asyncio
+
+    waiter = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(waiter.cancel)
+    await waiter

@@ -49,7 +49,10 @@ def test_the_worker_deployment_carries_identity_database_probes_and_grace() -> N
     assert env["KUBETASKS_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "url"}
     assert env["LOG"] == {"name": "LOG", "value": "debug"}
     assert worker["args"] == ["--queue", "emails", "--concurrency", "3", "--health-port", "8000",
-                              "--grace-period", "35", "--max-lost", "5", "--import", "app.tasks"]
+                              "--grace-period", "35", "--max-lost", "5", "--heartbeat-interval", "10",
+                              "--import", "app.tasks"]
+    tight = container(deployment(lostTasks={"heartbeatTimeoutSeconds": 12, "sweepIntervalSeconds": 5}))
+    assert tight["args"][tight["args"].index("--heartbeat-interval") + 1] == "3"
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8000}
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8000}
     assert worker["resources"] == {"limits": {"memory": "512Mi"}}

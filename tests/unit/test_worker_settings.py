@@ -91,3 +91,9 @@ def test_health_state() -> None:
     assert health.ready() == (True, "ok")
     health.draining = True
     assert health.ready() == (False, "draining: stopping after SIGTERM")
+
+
+def test_max_lost_zero_means_fail_on_the_first_loss() -> None:
+    assert settings("--import", "a", "--max-lost", "0").max_lost == 0
+    with pytest.raises(ConfigurationError, match="--max-lost"):
+        settings("--import", "a", "--max-lost", "-1")

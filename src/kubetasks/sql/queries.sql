@@ -6,7 +6,8 @@
 INSERT INTO kubetasks_tasks
     (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts)
 SELECT queue_name, task_name, priority, args, kwargs, context,
-       coalesce(run_after, now()), expected_at, max_attempts
+       -- "now" is the database's: a deadline the client set a moment ago may already be older.
+       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts
 FROM unnest(
     %(queue_names)s::text[], %(task_names)s::text[], %(priorities)s::smallint[],
     %(args)s::jsonb[], %(kwargs)s::jsonb[], %(contexts)s::jsonb[],
@@ -115,8 +116,11 @@ WHERE state = 'RUNNING' AND worker_pod_uid = %(pod_uid)s
   AND (%(claimed_before)s::timestamptz IS NULL OR last_attempted_at < %(claimed_before)s);
 
 -- name: claims_of_absent_pods
+-- Only pods whose names carry the prefix (one Deployment's pods): workers elsewhere that serve
+-- the same queue are left to the heartbeat sweep.
 SELECT claim_id FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
+  AND starts_with(worker_pod, %(pod_name_prefix)s)
   AND worker_pod_uid IS NOT NULL AND worker_pod_uid <> ALL(%(live_pod_uids)s::text[])
   AND last_attempted_at < now() - %(min_age)s::interval;
 

@@ -78,7 +78,7 @@ class WorkerSettings:
             grace_period=pick(args.grace_period, "KUBETASKS_WORKER_GRACE_PERIOD",
                               "--grace-period", parse_grace, cls.grace_period),
             max_lost=pick(args.max_lost, "KUBETASKS_WORKER_MAX_LOST", "--max-lost",
-                          parse_count, cls.max_lost),
+                          parse_max_lost, cls.max_lost),
             health_host=args.health_host or env.get("KUBETASKS_HEALTH_HOST") or cls.health_host,
             health_port=pick(args.health_port, "KUBETASKS_HEALTH_PORT", "--health-port",
                              parse_port, cls.health_port),
@@ -135,6 +135,13 @@ def _pick(flag: str | bool | None, env: Mapping[str, str], variable: str, option
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def parse_max_lost(text: str) -> int:
+    """0 is valid: a task fails the first time it is lost."""
+    if not text.strip().isdigit():
+        raise ValueError("use a whole number >= 0")
+    return int(text)
 
 
 def parse_count(text: str) -> int:

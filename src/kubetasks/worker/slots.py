@@ -114,7 +114,12 @@ class Slots:
             self._returned(claim_id, result)
 
     def _async_returned(self, claim_id: UUID, task: asyncio.Task[Result]) -> None:
-        self._returned(claim_id, None if task.cancelled() else task.result())
+        # A task the worker cancelled at shutdown is no longer among the running ones, so its
+        # outcome is dropped below; one that cancelled itself (a library cancelled what it
+        # awaited) is a failure like any other.
+        result = (Failed(asyncio.CancelledError("the task was cancelled"), 0.0)
+                  if task.cancelled() else task.result())
+        self._returned(claim_id, result)
 
     def _returned(self, claim_id: UUID, result: Result | None) -> None:
         """A task function returned: its slot is free; report its outcome unless it timed out

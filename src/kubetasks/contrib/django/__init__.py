@@ -42,6 +42,17 @@ from kubetasks.result import TaskResult, TaskResultStatus
 from kubetasks.store import Store
 from kubetasks.task import Task, register, registry
 
+# Django makes one backend instance per thread (and per alias): what must be seen by all of
+# them lives here, so that a result enqueued in one request can be read in another.
+_django_tasks: dict[str, Any] = {}
+_stores: dict[str, Store] = {}
+
+
+def _store(url: str) -> Store:
+    if url not in _stores:
+        _stores[url] = Store(url)
+    return _stores[url]
+
 
 class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
     """Django tasks enqueued into kubetasks, run by ``kubetasks worker`` pods."""
@@ -56,14 +67,13 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         self.database_alias: str | None = self.options.get("DATABASE")
         url = self.options.get("DATABASE_URL") or Settings.from_env().database_url
         self.max_attempts = int(self.options.get("MAX_ATTEMPTS", 1))
-        self.kubetasks = PostgresBackend(Store(url), allowed_queues=self.queues or None)
-        self.django_tasks: dict[str, Any] = {}
+        self.kubetasks = PostgresBackend(_store(url), allowed_queues=self.queues or None)
 
     def validate_task(self, task: Any) -> None:
         super().validate_task(task)
         # Called when a task is defined: register it so that a worker importing the
         # module can run it, by name, without importing anything named by the database.
-        self.django_tasks.setdefault(task.module_path, task)
+        _django_tasks.setdefault(task.module_path, task)
         if task.module_path not in registry:
             register(Task(func=task.func, name=task.module_path, queue_name=task.queue_name,
                           priority=task.priority, max_attempts=self.max_attempts,
@@ -83,7 +93,7 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
             record = self.kubetasks.store.get(result_id, connection=self._connection())
         except TaskResultDoesNotExist as error:
             raise DjangoDoesNotExist(str(error)) from error
-        task = self.django_tasks.get(record.task_name)
+        task = _django_tasks.get(record.task_name)
         if task is None:
             raise DjangoDoesNotExist(
                 f"result {result_id} is of task {record.task_name!r}, which is not imported in "
@@ -120,4 +130,4 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         return wrapper.connection
 
     def close(self) -> None:
-        self.kubetasks.close()
+        """The connection pool is shared by every thread's backend: it stays open."""
