@@ -16,7 +16,7 @@ import psycopg
 from kubetasks_operator import metrics
 from kubetasks_operator.kube import Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
-from kubetasks_operator.objects import worker_deployment
+from kubetasks_operator.objects import database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Runtime
 from kubetasks_operator.scaler import DeploymentMissing, QueueController, utcnow
 from kubetasks_operator.spec import (
@@ -89,7 +89,8 @@ def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> Non
     """Create or update the TaskQueue's worker Deployment (owned by it), and say so in status."""
     deployment = worker_deployment(controller.spec, taskqueue_name=controller.name,
                                    namespace=controller.namespace,
-                                   replicas=controller.spec.scaling.min_replicas)
+                                   replicas=controller.spec.scaling.min_replicas,
+                                   database=database_fingerprint(controller.store.conninfo))
     kopf.adopt(deployment, owner=body)
     outcome = controller.kube.apply_deployment(deployment)
     controller.set_condition("Ready", True, "Reconciled", f"Deployment {controller.deployment} {outcome}")
@@ -144,6 +145,8 @@ async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, b
             # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
             wake.clear()
             controller = runtime.controllers.get((namespace, name), controller)
+            if loop.sweep_due():
+                controller = await _follow_secret(runtime, controller, body)
             wakeup.follow(controller)  # the database or the queue name may have changed
             await loop.run_once(controller, body, live_pods(pods_index, namespace, name))
             with contextlib.suppress(TimeoutError):
@@ -152,6 +155,25 @@ async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, b
         wakeup.follow(None)
         if stopped:
             runtime.controllers.pop((namespace, name), None)
+
+
+async def _follow_secret(runtime: Runtime, controller: QueueController,
+                         body: kopf.Body) -> QueueController:
+    """Re-read the database Secret (a rotated password): on a change, use the new URL and roll
+    the worker pods so that they start with it."""
+    ref = controller.spec.database.secret_ref
+    try:
+        conninfo = await asyncio.to_thread(runtime.kube.secret_value, controller.namespace,
+                                           ref.name, ref.key)
+    except Exception:  # missing now, or the API is away: keep the URL we have
+        return controller
+    if conninfo == controller.store.conninfo:
+        return controller
+    changed = runtime.controller(body, controller.spec, conninfo)
+    changed.post_event("Normal", "DatabaseSecretChanged",
+                       f"Secret {ref.name} changed: using the new URL and rolling the worker pods")
+    await asyncio.to_thread(apply_worker_deployment, changed, body)
+    return changed
 
 
 class WakeUp:
@@ -179,11 +201,14 @@ class ScaleLoop:
         self.next_sweep = utcnow()
         self.failing: str | None = None  # the kind of the last error, while it lasts
 
+    def sweep_due(self) -> bool:
+        return utcnow() >= self.next_sweep
+
     async def run_once(self, controller: QueueController, body: kopf.Body,
                        pods: dict[str, str]) -> None:
         try:
             await asyncio.to_thread(controller.step, utcnow(), pods)
-            if utcnow() >= self.next_sweep:
+            if self.sweep_due():
                 await asyncio.to_thread(controller.sweep, pods)
                 interval = controller.spec.lost_tasks.sweep_interval_seconds
                 self.next_sweep = utcnow() + timedelta(seconds=interval)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from kubetasks_operator.spec import MANAGED_BY, QUEUE_LABEL, TASKQUEUE_LABEL, TaskQueueSpec, queue_name
 
 WORKER_CONTAINER = "worker"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DATABASE_ANNOTATION = "kubetasks.io/database"
 
 
 def deployment_name(taskqueue_name: str) -> str:
@@ -74,10 +76,16 @@ def worker_container(spec: TaskQueueSpec, taskqueue_name: str) -> dict[str, Any]
     return container
 
 
+def database_fingerprint(conninfo: str) -> str:
+    """Changes when the database URL does, without revealing it."""
+    return hashlib.sha256(conninfo.encode()).hexdigest()[:16]
+
+
 def worker_deployment(spec: TaskQueueSpec, *, taskqueue_name: str, namespace: str,
-                      replicas: int) -> dict[str, Any]:
-    """The worker Deployment. ``replicas`` is the scaler's: the caller passes the current
-    value on updates, so a spec change never resets the scale."""
+                      replicas: int, database: str = "") -> dict[str, Any]:
+    """The worker Deployment. ``replicas`` is used only when it is created (the scaler owns it
+    afterwards); ``database`` (a fingerprint of the URL) rolls the pods when the Secret changes,
+    since environment variables taken from a Secret are read only when a container starts."""
     worker = spec.worker
     labels = {**selector_labels(taskqueue_name), QUEUE_LABEL: queue_name(spec, taskqueue_name)}
     pod_spec: dict[str, Any] = {
@@ -88,8 +96,9 @@ def worker_deployment(spec: TaskQueueSpec, *, taskqueue_name: str, namespace: st
                 "nodeSelector": worker.node_selector, "tolerations": list(worker.tolerations)}
     pod_spec.update({k: v for k, v in optional.items() if v})
     template_metadata: dict[str, Any] = {"labels": {**worker.pod_labels, **labels}}
-    if worker.pod_annotations:
-        template_metadata["annotations"] = dict(worker.pod_annotations)
+    annotations = {**worker.pod_annotations, **({DATABASE_ANNOTATION: database} if database else {})}
+    if annotations:
+        template_metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

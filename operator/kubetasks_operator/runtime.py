@@ -59,11 +59,14 @@ class Runtime:
         current = self.controllers.get(key)
         queue = queue_name(spec, key[1])
         if current is None or current.store.conninfo != conninfo or current.queue_name != queue:
+            previous = current
             current = QueueController(
                 kube=self.kube, store=self.store(conninfo), namespace=key[0], name=key[1],
                 queue_name=queue, spec=spec,
-                post_event=event_poster(object_reference(body)),
-                conditions=current.conditions if current else [])
+                post_event=event_poster(object_reference(body)))
+            if previous is not None:  # what was learned and reported stays
+                current.recent, current.idle_since = previous.recent, previous.idle_since
+                current.conditions, current.fields = previous.conditions, previous.fields
             self.controllers[key] = current
         current.spec = spec
         return current

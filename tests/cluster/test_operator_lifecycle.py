@@ -215,3 +215,30 @@ def test_the_queue_name_cannot_change(cluster: Cluster, control_plane: ControlPl
             check=False)
         assert refused.returncode != 0
         assert "queueName cannot change" in refused.stderr
+
+
+def test_a_rotated_database_secret_rolls_the_workers(
+        cluster: Cluster, operator: OperatorProcess, dsn: str) -> None:
+    cluster.create_taskqueue(taskqueue("rotate", "rotate", min_replicas=1, max_replicas=1))
+    wait_until(lambda: cluster.running_pods("rotate"), timeout=60, what="a worker pod")
+    template = "kubetasks.io/database"
+
+    def fingerprint() -> str:
+        return str(cluster.deployment("rotate")["spec"]["template"]["metadata"]["annotations"][template])
+
+    before = fingerprint()
+    old_pods = {p["metadata"]["name"] for p in cluster.running_pods("rotate")}
+    rotated = f"{dsn}?application_name=rotated"  # the same database under a new URL
+    cluster.core.patch_namespaced_secret("db", cluster.namespace, {"stringData": {"url": rotated}})
+
+    wait_until(lambda: fingerprint() != before, timeout=30, what="the pod template to change")
+    assert wait_until(lambda: cluster.events("DatabaseSecretChanged"), timeout=10, what="an Event")
+    wait_until(lambda: {p["metadata"]["name"] for p in cluster.running_pods("rotate")}
+               and not old_pods & {p["metadata"]["name"] for p in cluster.running_pods("rotate")},
+               timeout=60, what="the workers replaced")
+    backend = backend_for(dsn)
+    result = queue_tasks.short.using(backend=backend, queue_name="rotate").enqueue(1)
+    wait_until(lambda: backend.get_result(result.id).status == TaskResultStatus.SUCCESSFUL,
+               timeout=30, what="a task run by the new workers")
+    assert backend.get_result(result.id).return_value not in old_pods
+    backend.close()
