@@ -158,6 +158,11 @@ class Store:
         return bool(self._rows("retry_task", {"claim_id": claim_id, "run_after": run_after,
                                               "error": error}))
 
+    def postpone(self, claim_id: UUID, run_after: datetime) -> bool:
+        """Put a task back for ``run_after`` without counting the attempt; False if the claim
+        was lost."""
+        return bool(self._rows("postpone_task", {"claim_id": claim_id, "run_after": run_after}))
+
     def heartbeat(self, claim_ids: Iterable[UUID]) -> set[UUID]:
         """Refresh the heartbeat; returns the claims still held."""
         ids = list(claim_ids)

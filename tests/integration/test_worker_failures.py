@@ -29,13 +29,15 @@ def raw_errors(dsn: str, task_id: str | int) -> list[dict[str, Any]]:
         return errors
 
 
-def insert_raw(dsn: str, task_name: str, args: Any, kwargs: Any | None = None) -> int:
+def insert_raw(dsn: str, task_name: str, args: Any, kwargs: Any | None = None,
+               age: str = "0 seconds") -> int:
     """A row written without the client's checks, as another program (or a bug) could."""
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "INSERT INTO kubetasks_tasks (queue_name, task_name, args, kwargs) "
-            "VALUES (%s, %s, %s, %s) RETURNING id",
-            [worker_tasks.QUEUE, task_name, json.dumps(args), json.dumps(kwargs or {})]).fetchone()
+            "INSERT INTO kubetasks_tasks (queue_name, task_name, args, kwargs, enqueued_at) "
+            "VALUES (%s, %s, %s, %s, now() - %s::interval) RETURNING id",
+            [worker_tasks.QUEUE, task_name, json.dumps(args), json.dumps(kwargs or {}),
+             age]).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -84,7 +86,8 @@ def test_retry_and_fail_now_raised_by_tasks(backend: PostgresBackend, store: Sto
 
 def test_bad_rows_fail_with_a_clear_error_and_the_worker_keeps_going(
         backend: PostgresBackend, store: Store, dsn: str, tmp_path: Path) -> None:
-    unknown = insert_raw(dsn, "app.tasks.not_imported_here", [])
+    # Enqueued an hour ago: no worker of a rollout in progress will know it any more.
+    unknown = insert_raw(dsn, "app.tasks.not_imported_here", [], age="1 hour")
     too_many = insert_raw(dsn, f"{MODULE}.add", [1, 2, 3])
     not_a_list = insert_raw(dsn, f"{MODULE}.add", {"a": 1})
     unprintable = worker_tasks.raises_unprintable.enqueue()
@@ -125,3 +128,27 @@ def test_bad_rows_fail_with_a_clear_error_and_the_worker_keeps_going(
     assert "thread could not be stopped" in error["slow_sync"].message
     assert error["self_cancelled"].exception_class_path == "asyncio.exceptions.CancelledError"
     assert raw_errors(dsn, unknown)[0]["at"]  # when it happened, kept with the error
+
+
+def test_a_fresh_task_of_an_unknown_name_is_put_back_for_a_newer_worker(
+        backend: PostgresBackend, store: Store, dsn: str, tmp_path: Path) -> None:
+    fresh = insert_raw(dsn, "app.tasks.added_in_the_next_release", [])
+    with WorkerProcess(dsn, tmp_path) as worker:
+        worker.wait_ready()
+        later = worker_tasks.add.enqueue(1, 2)
+        assert wait_state(store, later.id).return_value == 3  # it claimed and moved on
+
+        def put_back() -> bool:
+            record = store.get(fresh)
+            return record.state == TaskResultStatus.READY and bool(record.worker_ids)
+
+        import time
+        deadline = time.monotonic() + 15
+        while not put_back() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    record = store.get(fresh)
+    assert record.state == TaskResultStatus.READY
+    assert record.attempts == 0 and record.errors == []
+    assert len(record.worker_ids) == 1  # claimed once, then left for a worker that knows it
+    assert record.run_after > record.enqueued_at

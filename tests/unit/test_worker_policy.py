@@ -21,6 +21,7 @@ from kubetasks.retry import ExponentialBackoff, PatternBackoff
 from kubetasks.worker.policy import (
     MIN_IDLE_WAIT,
     FailTask,
+    PutBack,
     RetryAt,
     after_failure,
     database_retry_delay,
@@ -73,6 +74,15 @@ def test_errors_another_attempt_cannot_mend_fail_at_once(error: Exception) -> No
     decision = after_failure(error, attempt=1, max_attempts=10, backoff=PATTERN, now=NOW)
     assert isinstance(decision, FailTask)
     assert type(error).__name__ in decision.reason
+
+
+def test_an_unknown_task_is_put_back_while_young_then_failed() -> None:
+    young = after_failure(UnknownTaskError("who?"), attempt=1, max_attempts=1, backoff=PATTERN,
+                          now=NOW, enqueued_at=NOW - timedelta(minutes=9))
+    assert young == PutBack(NOW + timedelta(seconds=15))
+    old = after_failure(UnknownTaskError("who?"), attempt=1, max_attempts=1, backoff=PATTERN,
+                        now=NOW, enqueued_at=NOW - timedelta(minutes=10))
+    assert isinstance(old, FailTask)
 
 
 def test_a_timeout_is_retried_like_any_failure() -> None:

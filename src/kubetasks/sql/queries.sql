@@ -95,6 +95,14 @@ SET state = 'READY', errors = errors || jsonb_build_array(%(error)s::jsonb),
 WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
 
+-- name: postpone_task
+-- Back to READY without counting the attempt and without an error: not this worker's to run.
+UPDATE kubetasks_tasks
+SET state = 'READY', attempts = greatest(attempts - 1, 0), run_after = %(run_after)s,
+    claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
+RETURNING id;
+
 -- name: heartbeat
 UPDATE kubetasks_tasks SET heartbeat_at = now()
 WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'

@@ -13,6 +13,12 @@ FINAL_ERRORS: tuple[type[BaseException], ...] = (FailNow, UnknownTaskError, Inva
 """Errors another attempt cannot mend: the task asked to fail, this worker does not know the
 task, or the stored arguments do not fit its signature."""
 
+UNKNOWN_TASK_GRACE = timedelta(minutes=10)
+"""How long after its enqueue a task whose name this worker does not know is put back rather
+than failed: during a rollout, web pods may enqueue a new task before every worker knows it."""
+
+UNKNOWN_TASK_RETRY = timedelta(seconds=15)
+
 MIN_IDLE_WAIT = 0.02
 """Floor of an idle sleep. A ready task that another transaction holds locked is skipped by
 the claim yet due now; without a floor the loop would spin on it."""
@@ -33,17 +39,29 @@ class FailTask:
     reason: str
 
 
-Decision = RetryAt | FailTask
+@dataclass(frozen=True, slots=True)
+class PutBack:
+    """Return the task without counting an attempt, for another worker after ``run_after``."""
+
+    run_after: datetime
+
+
+Decision = RetryAt | FailTask | PutBack
 
 
 def after_failure(error: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff,
-                  now: datetime) -> Decision:
+                  now: datetime, enqueued_at: datetime | None = None) -> Decision:
     """What to do with a task whose attempt number ``attempt`` raised ``error``.
 
-    Final errors fail at once; otherwise the task runs again while attempts are left, after
-    the task's backoff for that attempt, or after ``Retry(delay=...)`` when the task asked for
-    one (which still counts against ``max_attempts``).
+    A task this worker does not know is put back while it is younger than
+    ``UNKNOWN_TASK_GRACE`` (a newer worker may know it). Final errors fail at once; otherwise
+    the task runs again while attempts are left, after the task's backoff for that attempt, or
+    after ``Retry(delay=...)`` when the task asked for one (which still counts against
+    ``max_attempts``).
     """
+    if (isinstance(error, UnknownTaskError) and enqueued_at is not None
+            and now - enqueued_at < UNKNOWN_TASK_GRACE):
+        return PutBack(now + UNKNOWN_TASK_RETRY)
     if isinstance(error, FINAL_ERRORS):
         return FailTask(f"{type(error).__name__} cannot be mended by another attempt")
     if attempt >= max_attempts:

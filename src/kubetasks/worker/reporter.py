@@ -23,7 +23,7 @@ from kubetasks.retry import Backoff
 from kubetasks.store import Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics, task_label
-from kubetasks.worker.policy import RetryAt, after_failure, database_retry_delay
+from kubetasks.worker.policy import PutBack, RetryAt, after_failure, database_retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,17 @@ class Reporter:
         self.metrics.duration.labels(label).observe(result.seconds)
         decision = after_failure(result.error, attempt=record.attempts,
                                  max_attempts=record.max_attempts, backoff=finished.backoff,
-                                 now=datetime.now(UTC))
+                                 now=datetime.now(UTC), enqueued_at=record.enqueued_at)
         error = self._error_json(result.error, attempt=record.attempts)
         fields = task_fields(record)
-        if isinstance(decision, RetryAt):
+        if isinstance(decision, PutBack):
+            held = self.store.postpone(record.claim_id, decision.run_after)
+            if held:
+                self.metrics.released.labels(record.queue_name).inc()
+                log.warning("task %s is not registered in this worker; put back for a worker "
+                            "that knows it (a newer version, during a rollout)", record.task_name,
+                            extra=fields)
+        elif isinstance(decision, RetryAt):
             held = self.store.retry(record.claim_id, decision.run_after, error)
             if held:
                 self.metrics.retried.labels(record.queue_name, label).inc()
