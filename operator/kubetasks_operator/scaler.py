@@ -176,7 +176,8 @@ class QueueController:
             reason=f"no heartbeat for {lost.heartbeat_timeout_seconds}s", max_lost=lost.max_lost)
         retention = self.spec.retention
         self.store.prune(successful=parse_retention(retention.successful),
-                         failed=parse_retention(retention.failed), queue_name=self.queue_name)
+                         failed=parse_retention(retention.failed), queue_name=self.queue_name,
+                         max_batches=4)  # the rest on later sweeps: scaling must not wait
         if moved:
             metrics.REQUEUED.labels(self.namespace, self.name, "sweep").inc(len(moved))
             self.post_event("Warning", "TasksRequeued",

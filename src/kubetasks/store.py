@@ -5,6 +5,7 @@ The client, the worker and the operator all go through this class; no other modu
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,16 +258,18 @@ class Store:
         return {r["task_name"]: r["mean_seconds"] for r in self._rows("task_durations", {})}
 
     def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
-              batch: int = 5000) -> int:
-        """Delete finished tasks older than the retention of their state, in batches."""
+              batch: int = 5000, max_batches: int | None = None) -> int:
+        """Delete finished tasks older than the retention of their state, in batches (at most
+        ``max_batches``, so that a periodic caller is never held up for long)."""
         total = 0
-        while True:
+        for _ in itertools.count() if max_batches is None else range(max_batches):
             rows = self._rows("prune_finished", {"successful": successful, "failed": failed,
                                                  "queue_name": queue_name, "limit": batch})
             deleted = int(rows[0]["deleted"])
             total += deleted
             if deleted < batch:
-                return total
+                break
+        return total
 
     def _notify(self, conn: psycopg.Connection[Any], queue_names: set[str]) -> None:
         if queue_names:

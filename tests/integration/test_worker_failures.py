@@ -152,3 +152,33 @@ def test_a_fresh_task_of_an_unknown_name_is_put_back_for_a_newer_worker(
     assert record.attempts == 0 and record.errors == []
     assert len(record.worker_ids) == 1  # claimed once, then left for a worker that knows it
     assert record.run_after > record.enqueued_at
+
+
+def test_a_database_turned_read_only_is_waited_out(
+        backend: PostgresBackend, store: Store, dsn: str, tmp_path: Path) -> None:
+    """As while a primary fails over: writes are refused for a while, then accepted again."""
+    import time
+
+    def set_read_only(on: bool) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            if on:
+                conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            else:
+                conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+
+    with WorkerProcess(dsn, tmp_path) as worker:
+        worker.wait_ready()
+        try:
+            set_read_only(True)
+            with psycopg.connect(dsn, autocommit=True) as app:
+                app.execute("SET default_transaction_read_only = off")  # this session writes
+                with app.transaction():
+                    result = worker_tasks.add.using(connection=app).enqueue(2, 3)
+            time.sleep(1.5)  # the worker is woken and its claims are refused meanwhile
+            assert worker.process is not None and worker.process.poll() is None
+            assert store.get(result.id).state == TaskResultStatus.READY
+        finally:
+            set_read_only(False)
+        assert wait_state(store, result.id, timeout=20).return_value == 5
+    assert any("database unreachable" in line.get("message", "") for line in worker.logs())

@@ -23,7 +23,13 @@ from kubetasks.retry import Backoff
 from kubetasks.store import Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics, task_label
-from kubetasks.worker.policy import PutBack, RetryAt, after_failure, database_retry_delay
+from kubetasks.worker.policy import (
+    DATABASE_AWAY,
+    PutBack,
+    RetryAt,
+    after_failure,
+    database_retry_delay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ class Reporter:
                 failures = 0
                 if had_failures:
                     self.after_failures()
-            except psycopg.OperationalError as error:
+            except DATABASE_AWAY as error:
                 self._pending[:0] = batch  # what _write left in it was not written
                 failures += 1
                 if self._closing:
@@ -113,7 +119,7 @@ class Reporter:
             while batch:
                 self._fail_or_retry(batch[0])
                 del batch[0]
-        except psycopg.OperationalError:
+        except DATABASE_AWAY:
             raise
         except psycopg.Error:
             # The database refused something in the data, not the connection: alone, one bad
@@ -123,7 +129,7 @@ class Reporter:
             while batch:
                 try:
                     self._write_one(batch[0])
-                except psycopg.OperationalError:
+                except DATABASE_AWAY:
                     raise
                 except psycopg.Error:
                     log.exception("outcome not recorded: the database refused it; the task stays "

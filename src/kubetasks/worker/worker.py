@@ -14,15 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
-import psycopg
-
 from kubetasks.backends import PostgresBackend
 from kubetasks.identity import WorkerIdentity
 from kubetasks.store import Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.policy import database_retry_delay, idle_wait
+from kubetasks.worker.policy import DATABASE_AWAY, database_retry_delay, idle_wait
 from kubetasks.worker.reporter import Reporter, task_fields
 from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.slots import Slots
@@ -193,7 +191,7 @@ class Worker:
         ready, and return None: the caller tries again later."""
         try:
             value = await asyncio.to_thread(call, *args, **kwargs)
-        except psycopg.OperationalError as error:
+        except DATABASE_AWAY as error:
             self._database_failures += 1
             self.health.database_ok = False
             log.warning("database unreachable (%s): %s", getattr(call, "__name__", call), error)
