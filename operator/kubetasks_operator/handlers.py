@@ -14,7 +14,7 @@ import kopf
 import psycopg
 
 from kubetasks_operator import metrics
-from kubetasks_operator.kube import Kube, SecretMissing, load_config
+from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
 from kubetasks_operator.objects import database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Runtime
@@ -82,7 +82,12 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
         raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
     controller = runtime.controller(body, parsed, conninfo)
     controller.fields["observedGeneration"] = meta.get("generation")
-    await asyncio.to_thread(apply_worker_deployment, controller, body)
+    try:
+        await asyncio.to_thread(apply_worker_deployment, controller, body)
+    except ApiException as error:  # the API server busy or restarting: soon, not in a minute
+        raise kopf.TemporaryError(
+            f"applying the worker Deployment failed ({error.status} {error.reason}); retrying",
+            delay=5) from None
 
 
 def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> None:

@@ -14,6 +14,8 @@ from kubernetes.client.rest import ApiException
 
 from kubetasks_operator.spec import GROUP, PLURAL, VERSION
 
+__all__ = ["ApiException", "Kube", "SecretMissing", "load_config"]
+
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"  # the client would send a JSON patch for a dict
 
@@ -58,23 +60,32 @@ class Kube:
             raise
         return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
 
-    def apply_deployment(self, body: dict[str, Any]) -> str:
+    def apply_deployment(self, body: dict[str, Any], *, attempts: int = 5) -> str:
         """Create the Deployment with ``body``'s replicas, or replace its spec, so that removed
-        fields go away, keeping the live replica count of the object whose version it replaces
-        (a scale in between makes the replace conflict instead of being undone)."""
+        fields go away, keeping the live replica count of the object whose version it replaces.
+        A change in between (the controller updates the status all the time) is a conflict:
+        read again and retry, so that a scale made meanwhile is never undone."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        try:
-            current = self.apps.read_namespaced_deployment(name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            self.apps.create_namespaced_deployment(namespace, body)
-            return "created"
-        body = {**body,
+        for attempt in range(attempts):
+            try:
+                current = self.apps.read_namespaced_deployment(name, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                self.apps.create_namespaced_deployment(namespace, body)
+                return "created"
+            replacement = {
+                **body,
                 "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
-                "spec": {**body["spec"], "replicas": int(current.spec.replicas or 0)}}
-        self.apps.replace_namespaced_deployment(name, namespace, body)
-        return "replaced"
+                "spec": {**body["spec"], "replicas": int(current.spec.replicas or 0)},
+            }
+            try:
+                self.apps.replace_namespaced_deployment(name, namespace, replacement)
+                return "replaced"
+            except ApiException as error:
+                if error.status != 409 or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": replicas}},
