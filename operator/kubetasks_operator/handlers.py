@@ -154,8 +154,7 @@ async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, b
                 controller = await _follow_secret(runtime, controller, body)
             wakeup.follow(controller)  # the database or the queue name may have changed
             await loop.run_once(controller, body, live_pods(pods_index, namespace, name))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), controller.spec.scaling.poll_interval_seconds)
+            await _pause(wake, stopped, controller.spec.scaling.poll_interval_seconds)
     finally:
         wakeup.follow(None)
         if stopped:
@@ -179,6 +178,16 @@ async def _follow_secret(runtime: Runtime, controller: QueueController,
                        f"Secret {ref.name} changed: using the new URL and rolling the worker pods")
     await asyncio.to_thread(apply_worker_deployment, changed, body)
     return changed
+
+
+async def _pause(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Until a NOTIFY wakes the loop, the daemon is stopped, or ``seconds`` have passed."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(seconds))}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class WakeUp:
