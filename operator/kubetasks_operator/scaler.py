@@ -85,6 +85,7 @@ class QueueController:
     fields: dict[str, Any] = field(default_factory=dict)
     conditions: list[dict[str, str]] = field(default_factory=list)
     last_status: dict[str, Any] = field(default_factory=dict)
+    last_written: datetime | None = None
 
     @property
     def deployment(self) -> str:
@@ -160,9 +161,13 @@ class QueueController:
         status = {"queueName": self.queue_name, **self.fields, "conditions": self.conditions}
         if scaled:
             status["lastScaleTime"] = now.isoformat(timespec="seconds")
-        if status != self.last_status or scaled:
+        # Texts alone (a countdown in the reason) are refreshed at most every STATUS_REFRESH,
+        # so that a hundred idle queues do not patch the API server every poll.
+        changed = _settled(status) != _settled(self.last_status)
+        stale = self.last_written is None or now - self.last_written >= STATUS_REFRESH
+        if scaled or changed or (stale and status != self.last_status):
             self.kube.patch_status(self.namespace, self.name, status)
-            self.last_status = status
+            self.last_status, self.last_written = status, now
 
     def sweep(self, live_pods: Mapping[str, str]) -> int:
         """Put back tasks of pods that no longer exist and of stopped heartbeats; prune finished
@@ -184,6 +189,16 @@ class QueueController:
                             f"sweep put back {len(moved)} task(s) of gone pods or stopped heartbeats: "
                             + ", ".join(str(t.task_id) for t in moved[:10]))
         return len(moved)
+
+
+STATUS_REFRESH = timedelta(seconds=10)
+
+
+def _settled(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status without its free texts: what a change must be written for at once."""
+    conditions = [(c["type"], c["status"], c.get("reason")) for c in status.get("conditions", [])]
+    return {**{k: v for k, v in status.items() if k not in ("reason", "conditions")},
+            "conditions": conditions}
 
 
 def utcnow() -> datetime:
