@@ -18,7 +18,7 @@ from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_conf
 from kubetasks_operator.lost import pod_loss, restart_count
 from kubetasks_operator.objects import database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Runtime
-from kubetasks_operator.scaler import DeploymentMissing, QueueController, utcnow
+from kubetasks_operator.scaler import DeploymentMissing, QueueController, condition, utcnow
 from kubetasks_operator.spec import (
     GROUP,
     MANAGED_BY,
@@ -113,8 +113,7 @@ def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> N
         controller.write_status(utcnow())
         return
     runtime.kube.patch_status(meta["namespace"], meta["name"], {"conditions": [
-        {"type": "Ready", "status": "False", "reason": "DatabaseSecretMissing", "message": message,
-         "lastTransitionTime": utcnow().isoformat(timespec="seconds")}]})
+        condition("Ready", False, "DatabaseSecretMissing", message, utcnow())]})
 
 
 @kopf.index("pods", labels=MANAGED_BY)

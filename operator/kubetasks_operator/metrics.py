@@ -10,7 +10,7 @@ from kubetasks_operator.policy import Decision
 LABELS = ("namespace", "taskqueue")
 
 DESIRED = Gauge("kubetasks_operator_desired_replicas", "Replicas the policy asks for", LABELS)
-ACTUAL = Gauge("kubetasks_operator_replicas", "The worker Deployment's replicas", LABELS)
+ACTUAL = Gauge("kubetasks_operator_replicas", "Ready worker pods of the Deployment", LABELS)
 BACKLOG = Gauge("kubetasks_operator_backlog", "READY tasks due now", LABELS)
 RUNNING = Gauge("kubetasks_operator_running", "RUNNING tasks", LABELS)
 OVERDUE = Gauge("kubetasks_operator_overdue", "Unfinished tasks past their deadline", LABELS)
@@ -18,9 +18,9 @@ REQUEUED = Counter("kubetasks_operator_requeued_tasks", "Tasks put back after th
                    (*LABELS, "signal"))
 
 
-def record(namespace: str, taskqueue: str, stats: QueueStats, current: int, decision: Decision) -> None:
+def record(namespace: str, taskqueue: str, stats: QueueStats, ready: int, decision: Decision) -> None:
     DESIRED.labels(namespace, taskqueue).set(decision.replicas)
-    ACTUAL.labels(namespace, taskqueue).set(current)
+    ACTUAL.labels(namespace, taskqueue).set(ready)
     BACKLOG.labels(namespace, taskqueue).set(stats.ready)
     RUNNING.labels(namespace, taskqueue).set(stats.running)
     OVERDUE.labels(namespace, taskqueue).set(stats.overdue)

@@ -131,7 +131,7 @@ class QueueController:
             log.info("scaled", extra={"taskqueue": self.name, "queue": self.queue_name,
                                       "from": current, "to": decision.replicas,
                                       "reason": decision.reason})
-        metrics.record(self.namespace, self.name, stats, current, decision)
+        metrics.record(self.namespace, self.name, stats, self.ready_replicas, decision)
         self.set_condition("DatabaseReachable", True, "Connected", "queue statistics read")
         self.write_status(now, stats, decision, scaled=decision.replicas != current)
         return decision

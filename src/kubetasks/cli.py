@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from kubetasks.config import Settings, configure
+from kubetasks.backends import PostgresBackend
+from kubetasks.config import Settings
 from kubetasks.exceptions import KubeTasksError
 from kubetasks.migrations import migrate
 from kubetasks.store import Store
@@ -73,11 +74,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         print("kubetasks: --args must be a JSON list and --kwargs a JSON object", file=sys.stderr)
         return 2
-    backend = configure("postgres", database_url=database_url(args))
-    try:
-        result = task.using(backend=backend).enqueue(*call_args, **call_kwargs)
-    finally:
-        backend.close()
+    with Store(database_url(args)) as store:
+        result = task.using(backend=PostgresBackend(store)).enqueue(*call_args, **call_kwargs)
     print(result.id)
     return 0
 
