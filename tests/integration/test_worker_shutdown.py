@@ -24,6 +24,9 @@ def test_sigterm_lets_a_running_task_finish(backend: PostgresBackend, store: Sto
         worker.wait_ready()
         result = worker_tasks.record.enqueue(str(path), "finished", 1.0)
         wait_state(store, result.id, finished=False)
+        # Claimed is not yet started: a claim answered after SIGTERM is put back unstarted.
+        wait_until(lambda: worker.metric("kubetasks_worker_tasks_running") == 1, timeout=5,
+                   what="the task function running")
         worker.send(signal.SIGTERM)
         wait_until(lambda: worker.get("/readyz") == (503, "draining: stopping after SIGTERM\n"),
                    timeout=2, what="/readyz to report draining")
