@@ -1,6 +1,6 @@
 """How soon after the first enqueue does the operator scale a queue's Deployment up from zero?
 
-Runs PostgreSQL, the loopback control plane of tests/cluster and the operator here, then
+Runs PostgreSQL, the loopback control plane of localcluster and the operator here, then
 repeats: enqueue one task into an empty queue whose Deployment is at 0, and time until the
 Deployment's spec.replicas is 1 (read every 5 ms). The task is then cancelled so the queue
 drains back to zero. Once with the operator LISTENing (the default) and once polling only
@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kubernetes
-from tests.cluster.controlplane import ControlPlane
-from tests.cluster.operator_support import REPO, OperatorProcess, taskqueue
-from tests.cluster.queue_tasks import short
-from tests.support.pgserver import LocalPostgres
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import REPO, OperatorProcess, taskqueue
+from localcluster.sample_tasks import short
+from localcluster.postgres import LocalPostgres
 
 from kubetasks.migrations import migrate
 from kubetasks.store import Store

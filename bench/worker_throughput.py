@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # bench.worker_tasks and tests.support, run as a script
+sys.path.insert(0, str(REPO_ROOT))  # bench.worker_tasks and localcluster, run as a script
 
 import psycopg  # noqa: E402
-from tests.support.pgserver import LocalPostgres, free_port  # noqa: E402
+from localcluster.postgres import LocalPostgres, free_port  # noqa: E402
 
 from bench import worker_tasks  # noqa: E402
 from kubetasks.backends import PostgresBackend  # noqa: E402

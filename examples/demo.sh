@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Bring kubetasks up on this machine and run its main job (see examples/demo.py).
+# Bring kubetasks up on this machine and run its main job (see examples/demo.py): real images
+# on a real node, the operator from the chart, workers scaling from zero and back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash localcluster/install-host-tools.sh
 python3 -m pip install -q -e '.[operator,dev]'
-PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-export PATH  # the worker pods' entrypoint is the kubetasks script
-bash tests/cluster/build-binaries.sh
-exec python3 -m examples.demo
+bash localcluster/build-binaries.sh
+exec python3 -m examples.demo "$@"

@@ -20,3 +20,19 @@ def send_digest(context: TaskContext, user_ids: list[int]) -> str:
     """Send a digest to a batch of users, for the tenant that enqueued it."""
     time.sleep(0.2)
     return f"digest for {len(user_ids)} users of {context.context.get('tenant', '?')}"
+
+
+@task(queue_name="media", timeout=600)
+def render_report(seconds: float) -> str:
+    """A long report: holds its worker for ``seconds``, returns the pod that rendered it."""
+    time.sleep(seconds)
+    return os.environ.get("POD_NAME", "local")
+
+
+@task(queue_name="media", max_attempts=1)
+def load_dataset(megabytes: int) -> int:
+    """Load a data set into memory: more than the worker's memory limit gets it OOM-killed."""
+    chunks = [bytearray(1024 * 1024) for _ in range(megabytes)]
+    for chunk in chunks:  # touch every page, so the memory is really used
+        chunk[::4096] = b"\x01" * len(chunk[::4096])
+    return len(chunks)

@@ -22,11 +22,11 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.support.pgserver import LocalPostgres
+from localcluster.postgres import LocalPostgres
 
-from .controlplane import ControlPlane
-from .kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
-from .operator_support import (
+from localcluster.controlplane import ControlPlane
+from localcluster.process_kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
+from localcluster.operator import (
     REPO,
     Cluster,
     OperatorProcess,

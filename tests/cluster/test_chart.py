@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from .controlplane import ControlPlane
-from .operator_support import REPO
-from .polling import wait_until
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import REPO
+from localcluster.polling import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -13,9 +13,9 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from .controlplane import Binaries, ControlPlane, ControlPlaneError
-from .polling import wait_until
-from .processes import alive
+from localcluster.controlplane import Binaries, ControlPlane, ControlPlaneError
+from localcluster.polling import wait_until
+from localcluster.processes import alive
 
 pytestmark = pytest.mark.cluster
 
@@ -158,7 +158,7 @@ def test_helm_installs_a_chart(control_plane: ControlPlane, namespace: str, tmp_
 
 
 def test_missing_binaries_say_how_to_build_them(tmp_path: Path) -> None:
-    with pytest.raises(ControlPlaneError, match=r"bash tests/cluster/build-binaries\.sh"):
+    with pytest.raises(ControlPlaneError, match=r"bash localcluster/build-binaries\.sh"):
         Binaries.from_cache(tmp_path)
 
 

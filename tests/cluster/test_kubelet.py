@@ -13,10 +13,10 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from .controlplane import ControlPlane
-from .kubelet import LocalKubelet
-from .polling import wait_until
-from .processes import alive
+from localcluster.controlplane import ControlPlane
+from localcluster.process_kubelet import LocalKubelet
+from localcluster.polling import wait_until
+from localcluster.processes import alive
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet")]
 

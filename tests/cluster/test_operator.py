@@ -13,10 +13,10 @@ import pytest
 
 from kubetasks import TaskResultStatus
 
-from . import queue_tasks
-from .controlplane import ControlPlane
-from .operator_support import Cluster, OperatorProcess, backend_for, taskqueue
-from .polling import wait_until
+from localcluster import sample_tasks as queue_tasks
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import Cluster, OperatorProcess, backend_for, taskqueue
+from localcluster.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
 

@@ -17,10 +17,10 @@ import yaml
 
 from kubetasks import TaskResultStatus
 
-from . import queue_tasks
-from .controlplane import ControlPlane
-from .operator_support import REPO, Cluster, OperatorProcess, backend_for, taskqueue
-from .polling import wait_until
+from localcluster import sample_tasks as queue_tasks
+from localcluster.controlplane import ControlPlane
+from localcluster.operator import REPO, Cluster, OperatorProcess, backend_for, taskqueue
+from localcluster.polling import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
 
@@ -77,7 +77,7 @@ def test_deleting_the_taskqueue_deletes_its_deployment(
 
 def test_a_database_that_is_down_shows_a_condition_and_an_event(
         cluster: Cluster, operator: OperatorProcess) -> None:
-    from tests.support.pgserver import free_port
+    from localcluster.postgres import free_port
 
     cluster.create_secret("down", f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1")
     cluster.create_taskqueue(taskqueue("downq", "downq", secret="down"))

@@ -19,7 +19,7 @@ from kubetasks import configure
 from kubetasks.backends import PostgresBackend
 from kubetasks.migrations import migrate
 from kubetasks.store import Store
-from tests.support.pgserver import LocalPostgres
+from localcluster.postgres import LocalPostgres
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
-"""Start the test cluster by hand: ``python -m tests.cluster.up`` from the repository root.
+"""Start the test cluster by hand: ``python -m localcluster.up`` from the repository root.
 
 Runs the control plane and the local kubelet until Ctrl-C, and prints the
 ``export KUBECONFIG=...`` line that points kubectl (or helm, or the operator)
-at it. Build the binaries first with ``bash tests/cluster/build-binaries.sh``.
+at it. Build the binaries first with ``bash localcluster/build-binaries.sh``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 from .controlplane import ControlPlane, ControlPlaneError
-from .kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
+from .process_kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.up", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localcluster.up", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workdir", type=Path, help="where certificates, data and logs go (default: a new temp dir)"
     )

@@ -38,6 +38,7 @@ class Pki:
     apiserver: CertPair
     admin: CertPair
     controller_manager: CertPair
+    kubelet_client: CertPair
     service_account_key: Path
     service_account_public_key: Path
 
@@ -101,6 +102,12 @@ def create_pki(directory: Path) -> Pki:
         "controller-manager", _name("system:kube-controller-manager"), ExtendedKeyUsageOID.CLIENT_AUTH, []
     )
 
+    # The API server's identity towards kubelets (logs, exec), which authorise it by its group.
+    kubelet_client = issue(
+        "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters"),
+        ExtendedKeyUsageOID.CLIENT_AUTH, [],
+    )
+
     sa_key = ec.generate_private_key(ec.SECP256R1())
     sa_key_path = directory / "sa.key"
     sa_pub_path = directory / "sa.pub"
@@ -115,6 +122,7 @@ def create_pki(directory: Path) -> Pki:
         apiserver=apiserver,
         admin=admin,
         controller_manager=controller_manager,
+        kubelet_client=kubelet_client,
         service_account_key=sa_key_path,
         service_account_public_key=sa_pub_path,
     )
@@ -171,3 +179,38 @@ def create_serving_cert(directory: Path, *, common_name: str, ip: str) -> CertPa
         .sign(key, hashes.SHA256())
     )
     return _write(directory, common_name, cert, key)
+
+
+def issue_from_ca(
+    ca: CertPair,
+    directory: Path,
+    stem: str,
+    *,
+    common_name: str,
+    organization: str | None = None,
+    client: bool = False,
+    server_ips: tuple[str, ...] = (),
+) -> CertPair:
+    """A certificate signed by the CA of ``create_pki``: a client identity, a server, or both.
+
+    A kubelet, for one, is a client of the API server as ``system:node:<name>`` in
+    ``system:nodes``, and serves its own API at the node's address.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{ca.key} is not an ECDSA key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
+        [ExtendedKeyUsageOID.SERVER_AUTH] if server_ips else []
+    )
+    builder = (
+        _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if server_ips:
+        san = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return _write(directory, stem, builder.sign(ca_key, hashes.SHA256()), key)

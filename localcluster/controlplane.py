@@ -1,6 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-The binaries come from the cache that ``tests/cluster/build-binaries.sh`` fills.
+The binaries come from the cache that ``localcluster/build-binaries.sh`` fills.
 Everything else — certificates, data, logs, kubeconfig — lives in one directory
 given by the caller, and every process is stopped (with its whole process group)
 when the control plane stops::
@@ -30,7 +30,7 @@ from typing import IO, Any
 import kubernetes
 import yaml
 
-from .pki import SERVICE_CLUSTER_IP_RANGE, Pki, create_pki
+from .pki import SERVICE_CLUSTER_IP_RANGE, Pki, create_pki, issue_from_ca
 from .processes import spawn, terminate
 
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
@@ -81,6 +81,8 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     helm: Path
+    kubelet: Path  # only the real node needs these two: see ``require``
+    kube_scheduler: Path
     kubernetes_version: str
 
     @classmethod
@@ -98,16 +100,27 @@ class Binaries:
             kube_apiserver=cached("kube-apiserver", kube),
             kube_controller_manager=cached("kube-controller-manager", kube),
             helm=cached("helm", versions["HELM_VERSION"]),
+            kubelet=cached("kubelet", kube),
+            kube_scheduler=cached("kube-scheduler", kube),
             kubernetes_version=kube,
         )
         paths = (binaries.etcd, binaries.kube_apiserver, binaries.kube_controller_manager, binaries.helm)
         if missing := [str(path) for path in paths if not os.access(path, os.X_OK)]:
             raise ControlPlaneError(
                 f"control-plane binaries are missing: {', '.join(missing)}; build them once with"
-                " `bash tests/cluster/build-binaries.sh` from the repository root"
+                " `bash localcluster/build-binaries.sh` from the repository root"
                 " (KUBETASKS_CACHE selects another cache directory)"
             )
         return binaries
+
+    def require(self, binary: Path) -> Path:
+        """``binary`` (the kubelet's, the scheduler's), or an error that says how to build it."""
+        if not os.access(binary, os.X_OK):
+            raise ControlPlaneError(
+                f"{binary.name} is missing: {binary}; build it with"
+                " `bash localcluster/build-binaries.sh` from the repository root"
+            )
+        return binary
 
 
 class Component:
@@ -152,20 +165,27 @@ class ControlPlane:
     @classmethod
     @contextmanager
     def start(
-        cls, *, workdir: Path, binaries: Binaries | None = None, timeout: float = 120.0
+        cls, *, workdir: Path, binaries: Binaries | None = None, timeout: float = 120.0,
+        scheduler: bool = False,
     ) -> Iterator[ControlPlane]:
-        """Start a control plane in ``workdir`` and stop it on leaving the block, whatever happens."""
+        """Start a control plane in ``workdir`` and stop it on leaving the block, whatever happens.
+
+        ``scheduler`` adds the upstream kube-scheduler, for real nodes (the emulated kubelet
+        binds pods itself).
+        """
         workdir.mkdir(parents=True, exist_ok=True)
         cluster = cls(workdir=workdir, binaries=binaries or Binaries.from_cache())
         try:
             cluster._start(deadline=time.monotonic() + timeout)
+            if scheduler:
+                cluster._start_scheduler(deadline=time.monotonic() + timeout)
             yield cluster
         finally:
             cluster.stop()
 
     def _start(self, *, deadline: float) -> None:
-        self._write_kubeconfig(self.kubeconfig, self.pki.admin.cert, self.pki.admin.key)
-        self._write_kubeconfig(
+        self.write_kubeconfig(self.kubeconfig, self.pki.admin.cert, self.pki.admin.key)
+        self.write_kubeconfig(
             self.controller_manager_kubeconfig,
             self.pki.controller_manager.cert,
             self.pki.controller_manager.key,
@@ -180,6 +200,28 @@ class ControlPlane:
         self._wait_for(
             controller_manager, "running controllers", deadline, self._default_service_account_exists
         )
+
+    def _start_scheduler(self, *, deadline: float) -> None:
+        binary = self.binaries.require(self.binaries.kube_scheduler)
+        # RBAC's bootstrap policy binds this user name to the scheduler's role.
+        cert = issue_from_ca(self.pki.ca, self.workdir / "pki", "scheduler",
+                             common_name="system:kube-scheduler", client=True)
+        kubeconfig = self.workdir / "scheduler.kubeconfig"
+        self.write_kubeconfig(kubeconfig, cert.cert, cert.key)
+        port = free_port()
+        scheduler = self._launch("kube-scheduler", [
+            str(binary), f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}", f"--bind-address={LOOPBACK}",
+            f"--secure-port={port}", "--leader-elect=false", "--profiling=false",
+        ])
+        self._wait_for(scheduler, "serving", deadline, lambda: self._healthy(port))
+
+    def _healthy(self, port: int) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(f"https://{LOOPBACK}:{port}/healthz", timeout=2, context=context) as r:
+            return bool(r.status == 200)
 
     def stop(self) -> None:
         """Stop every component, newest first; safe to call more than once."""
@@ -272,6 +314,8 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             # `kubectl logs` reaches the local kubelet at the node's InternalIP.
             "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.kubelet_client.cert}",
+            f"--kubelet-client-key={pki.kubelet_client.key}",
             "--profiling=false",
         ]
 
@@ -312,7 +356,7 @@ class ControlPlane:
             kubernetes.client.CoreV1Api(client).read_namespaced_service_account("default", "default")
         return True
 
-    def _write_kubeconfig(self, path: Path, cert: Path, key: Path) -> None:
+    def write_kubeconfig(self, path: Path, cert: Path, key: Path) -> None:
         config: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Config",

@@ -42,8 +42,15 @@ def bindir() -> Path:
 class LocalPostgres:
     """``with LocalPostgres() as pg: pg.dsn`` — initdb, start on a free loopback port, stop."""
 
-    def __init__(self, *, port: int | None = None, max_connections: int = 300) -> None:
+    def __init__(
+        self, *, port: int | None = None, max_connections: int = 300, also_listen: str = "",
+        trust_network: str = "",
+    ) -> None:
+        """``also_listen``: one more address to serve on (a real node's bridge, for its pods),
+        whose clients from ``trust_network`` (e.g. ``10.244.0.0/24``) are let in."""
         self.port = port or free_port()
+        self.also_listen = also_listen
+        self.trust_network = trust_network
         self.max_connections = max_connections
         self.root = Path(tempfile.mkdtemp(prefix="kubetasks-pg-"))
         self.data = self.root / "data"
@@ -68,14 +75,24 @@ class LocalPostgres:
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8",
                   "--no-sync")
+        if self.trust_network:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.trust_network} trust\n")
         options = " ".join([
-            f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.root}",
+            f"-p {self.port}", f"-c listen_addresses={self._listen_addresses()}", f"-k {self.root}",
             f"-c max_connections={self.max_connections}", "-c fsync=off",
             "-c synchronous_commit=off", "-c full_page_writes=off", "-c shared_buffers=128MB",
         ])
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                   "-w", "-t", "60", "start")
         return self
+
+    def _listen_addresses(self) -> str:
+        return ",".join(["127.0.0.1", *([self.also_listen] if self.also_listen else [])])
+
+    def dsn_at(self, host: str, database: str = "postgres") -> str:
+        """The URL of ``database`` through ``host`` (the bridge address, for pods)."""
+        return f"postgresql://{self.user}@{host}:{self.port}/{database}"
 
     def stop(self) -> None:
         if self.data.exists():

@@ -21,11 +21,11 @@ from kubernetes.client.exceptions import ApiException
 from kubetasks.backends import PostgresBackend
 from kubetasks.migrations import migrate
 from kubetasks.store import Store
-from tests.support.pgserver import LocalPostgres, free_port
+from localcluster.postgres import LocalPostgres, free_port
 
 from .controlplane import ControlPlane
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 WORKER_IMAGE = "kubetasks-worker:test"
 GROUP, VERSION, PLURAL = "kubetasks.io", "v1alpha1", "taskqueues"
 
@@ -47,7 +47,7 @@ def drop_database(server: LocalPostgres, name: str) -> None:
 def taskqueue(name: str, queue: str, *, secret: str = "db", min_replicas: int = 0,
               max_replicas: int = 4, concurrency: int = 2, image: str = WORKER_IMAGE,
               **scaling: Any) -> dict[str, Any]:
-    """A TaskQueue whose workers run tests.cluster.queue_tasks, tuned for short tests."""
+    """A TaskQueue whose workers run localcluster.sample_tasks, tuned for short tests."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskQueue",
         "metadata": {"name": name},
@@ -56,7 +56,7 @@ def taskqueue(name: str, queue: str, *, secret: str = "db", min_replicas: int = 
             "database": {"secretRef": {"name": secret}},
             "worker": {
                 "image": image,
-                "args": ["--import", "tests.cluster.queue_tasks", "--poll-interval", "1",
+                "args": ["--import", "localcluster.sample_tasks", "--poll-interval", "1",
                          "--heartbeat-interval", "1"],
                 "concurrency": concurrency,
                 "gracePeriodSeconds": 4,
