@@ -24,8 +24,8 @@ from pathlib import Path
 import kubernetes
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import REPO, OperatorProcess, taskqueue
-from localcluster.sample_tasks import short
 from localcluster.postgres import LocalPostgres
+from localcluster.sample_tasks import short
 
 from kubetasks.migrations import migrate
 from kubetasks.store import Store

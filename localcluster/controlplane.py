@@ -57,6 +57,8 @@ CONTROLLERS = (
     "disruption-controller",
 )
 
+REAL_NODE_CONTROLLERS = ("node-lifecycle-controller",)
+
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started; the message says why and what to do."""
@@ -152,8 +154,9 @@ class Component:
 class ControlPlane:
     """A running etcd + kube-apiserver + kube-controller-manager on free loopback ports."""
 
-    def __init__(self, *, workdir: Path, binaries: Binaries) -> None:
+    def __init__(self, *, workdir: Path, binaries: Binaries, real_nodes: bool = False) -> None:
         self.workdir = workdir
+        self.controllers = CONTROLLERS + (REAL_NODE_CONTROLLERS if real_nodes else ())
         self.binaries = binaries
         self.components: list[Component] = []
         self.pki: Pki = create_pki(workdir / "pki")
@@ -166,18 +169,19 @@ class ControlPlane:
     @contextmanager
     def start(
         cls, *, workdir: Path, binaries: Binaries | None = None, timeout: float = 120.0,
-        scheduler: bool = False,
+        real_nodes: bool = False,
     ) -> Iterator[ControlPlane]:
         """Start a control plane in ``workdir`` and stop it on leaving the block, whatever happens.
 
-        ``scheduler`` adds the upstream kube-scheduler, for real nodes (the emulated kubelet
-        binds pods itself).
+        ``real_nodes`` adds what real kubelets need: the upstream kube-scheduler (the emulated
+        kubelet binds pods itself) and the node lifecycle controller, which lifts the
+        ``not-ready`` taint a kubelet registers with (and would evict the emulated node's pods).
         """
         workdir.mkdir(parents=True, exist_ok=True)
-        cluster = cls(workdir=workdir, binaries=binaries or Binaries.from_cache())
+        cluster = cls(workdir=workdir, binaries=binaries or Binaries.from_cache(), real_nodes=real_nodes)
         try:
             cluster._start(deadline=time.monotonic() + timeout)
-            if scheduler:
+            if real_nodes:
                 cluster._start_scheduler(deadline=time.monotonic() + timeout)
             yield cluster
         finally:
@@ -327,7 +331,7 @@ class ControlPlane:
             f"--secure-port={free_port()}",
             f"--cert-dir={self.workdir / 'controller-manager'}",
             "--leader-elect=false",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(self.controllers)}",
             # Each controller acts as its own service account, as in a real cluster,
             # so RBAC applies to the controllers as well.
             "--use-service-account-credentials=true",

@@ -103,7 +103,7 @@ def real_node_stack(workdir: Path, log: Callable[[str], None] = print) -> Iterat
     log(f"stack: images ready in {time.monotonic() - started:.1f}s")
     with ExitStack() as stack:
         control_plane = stack.enter_context(
-            ControlPlane.start(workdir=workdir / "control-plane", scheduler=True))
+            ControlPlane.start(workdir=workdir / "control-plane", real_nodes=True))
         log(f"stack: control plane up at {time.monotonic() - started:.1f}s")
         node = stack.enter_context(RealNode.start(
             control_plane, workdir=workdir / "node", images=[image.archive for image in images.values()]))

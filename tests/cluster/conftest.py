@@ -21,11 +21,7 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-
-from localcluster.postgres import LocalPostgres
-
 from localcluster.controlplane import ControlPlane
-from localcluster.process_kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
 from localcluster.operator import (
     REPO,
     Cluster,
@@ -34,6 +30,8 @@ from localcluster.operator import (
     new_database,
     operator_running,
 )
+from localcluster.postgres import LocalPostgres
+from localcluster.process_kubelet import IMAGE_ENTRYPOINTS, LocalKubelet
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ POD = {
 def test_a_node_that_ran_a_pod_leaves_the_host_as_it_found_it(tmp_path: Path) -> None:
     pause = build_images()["pause"]
     before = HostState.capture()
-    with ControlPlane.start(workdir=tmp_path / "cp", scheduler=True) as control_plane, \
+    with ControlPlane.start(workdir=tmp_path / "cp", real_nodes=True) as control_plane, \
             RealNode.start(control_plane, workdir=tmp_path / "node", images=[pause.archive]) as node:
         control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(POD))
         wait_until(lambda: "Running" in control_plane.kubectl(

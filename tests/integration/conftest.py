@@ -13,13 +13,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from localcluster.postgres import LocalPostgres
 from pytest_postgresql import factories
 
 from kubetasks import configure
 from kubetasks.backends import PostgresBackend
 from kubetasks.migrations import migrate
 from kubetasks.store import Store
-from localcluster.postgres import LocalPostgres
 
 
 @pytest.fixture(scope="session")
