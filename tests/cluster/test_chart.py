@@ -1,7 +1,10 @@
-"""The Helm chart ``charts/kubetasks``: lint, what it renders, and an install on the real API server.
+"""The Helm chart ``charts/kubetasks``: lint, what it renders, and installs on the real API server.
 
-The chart repeats two sources of truth, and these tests hold it to them: its ClusterRole's rules
-are those of ``operator/rbac.yaml`` and its ``crds/`` is the top-level ``crds/``.
+The chart repeats two sources of truth, and these tests hold it to them: its cluster-wide rules
+are those of ``operator/rbac.yaml`` (with ``watchNamespaces``, split between a ClusterRole and a
+Role per watched namespace) and its ``crds/`` is the top-level ``crds/``. What the RBAC grants is
+asked of the API server's authorizer, and the operator runs with nothing else; the migration hook
+runs ``kubetasks migrate`` on the local kubelet against a real, empty database.
 """
 
 from __future__ import annotations
@@ -9,17 +12,31 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+import psycopg
 import pytest
 import yaml
-
+from localcluster import sample_tasks
 from localcluster.controlplane import ControlPlane
-from localcluster.operator import REPO
+from localcluster.operator import (
+    REPO,
+    Cluster,
+    OperatorProcess,
+    backend_for,
+    drop_database,
+    taskqueue,
+)
 from localcluster.polling import wait_until
+from localcluster.postgres import LocalPostgres
+from localcluster.process_kubelet import LocalKubelet
+
+from kubetasks import TaskResultStatus
+from kubetasks.migrations import available
 
 pytestmark = pytest.mark.cluster
 
@@ -29,6 +46,40 @@ APP_VERSION = CHART_META["appVersion"]
 CRD_NAME = "taskqueues.kubetasks.io"
 
 Document = dict[str, Any]
+Resource = tuple[str, str, str]  # (API group, resource, subresource)
+
+# What the operator calls, read from operator/kubetasks_operator/ (kube.py, handlers.py) and
+# from kopf (which lists, watches and merge/JSON-patches the resources it serves, posts core/v1
+# Events and, serving named namespaces, lists and watches them): the RBAC must grant these and
+# nothing else. In each namespace served ...
+NAMESPACED_GRANTS: dict[Resource, set[str]] = {
+    ("kubetasks.io", "taskqueues", ""): {"list", "watch", "patch"},
+    ("kubetasks.io", "taskqueues", "status"): {"patch"},
+    # kopf.adopt() sets blockOwnerDeletion (OwnerReferencesPermissionEnforcement checks this).
+    ("kubetasks.io", "taskqueues", "finalizers"): {"update"},
+    ("apps", "deployments", ""): {"get", "create", "update"},
+    ("apps", "deployments", "scale"): {"patch"},
+    ("", "pods", ""): {"list", "watch", "patch"},
+    ("", "secrets", ""): {"get"},
+    ("", "events", ""): {"create"},
+}
+# ... and cluster-wide, whatever namespaces are served.
+CLUSTER_GRANTS: dict[Resource, set[str]] = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", ""): {"list", "watch"},
+    ("", "namespaces", ""): {"list", "watch"},
+}
+VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+# Asked of the authorizer, besides the granted ones: what an operator must not be able to do.
+NEVER_NAMESPACED: tuple[Resource, ...] = (
+    ("", "pods", "exec"), ("", "pods", "log"), ("", "configmaps", ""), ("", "serviceaccounts", ""),
+    ("", "serviceaccounts", "token"), ("apps", "replicasets", ""), ("batch", "jobs", ""),
+    ("events.k8s.io", "events", ""), ("rbac.authorization.k8s.io", "roles", ""),
+    ("rbac.authorization.k8s.io", "rolebindings", ""),
+)
+NEVER_CLUSTER: tuple[Resource, ...] = (
+    ("", "nodes", ""), ("rbac.authorization.k8s.io", "clusterroles", ""),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", ""),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +118,12 @@ def helm(control_plane: ControlPlane, tmp_path: Path) -> Helm:
 
 
 def only(documents: list[Document], kind: str) -> Document:
-    [document] = [d for d in documents if d["kind"] == kind]
+    [document] = of_kind(documents, kind)
     return document
+
+
+def of_kind(documents: list[Document], kind: str) -> list[Document]:
+    return [d for d in documents if d["kind"] == kind]
 
 
 def kinds(documents: list[Document]) -> set[str]:
@@ -89,16 +144,48 @@ def plain_manifest(name: str, kind: str) -> Document:
     return only(list(yaml.safe_load_all((REPO / "operator" / name).read_text())), kind)
 
 
-def chart_labels(release: str) -> dict[str, str]:
+def chart_labels(release: str, component: str = "operator") -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "kubetasks",
         "app.kubernetes.io/instance": release,
         "app.kubernetes.io/version": APP_VERSION,
         "app.kubernetes.io/managed-by": "Helm",
         "app.kubernetes.io/part-of": "kubetasks",
-        "app.kubernetes.io/component": "operator",
+        "app.kubernetes.io/component": component,
         "helm.sh/chart": f"kubetasks-{CHART_META['version']}",
     }
+
+
+def grants_of(rules: list[Document]) -> dict[Resource, set[str]]:
+    """RBAC rules as {(group, resource, subresource): verbs}; no wildcards, no resourceNames."""
+    grants: dict[Resource, set[str]] = {}
+    for rule in rules:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        assert "*" not in [*rule["apiGroups"], *rule["resources"], *rule["verbs"]], rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                name, _, subresource = resource.partition("/")
+                grants.setdefault((group, name, subresource), set()).update(rule["verbs"])
+    return grants
+
+
+def merged(*tables: dict[Resource, set[str]]) -> dict[Resource, set[str]]:
+    grants: dict[Resource, set[str]] = {}
+    for table in tables:
+        for key, verbs in table.items():
+            grants.setdefault(key, set()).update(verbs)
+    return grants
+
+
+def template_fails(helm: Helm, *options: str) -> str:
+    """The error of a ``helm template`` that must fail."""
+    result = helm.run("template", "kt", str(CHART), *options, check=False)
+    assert result.returncode != 0, f"helm template {' '.join(options)} was accepted"
+    return result.stderr
+
+
+def migration_values(secret: str = "db", *more: str) -> tuple[str, ...]:
+    return ("--set", "migrations.enabled=true", "--set", f"migrations.databaseSecret.name={secret}", *more)
 
 
 # -- helm lint and helm template --
@@ -112,6 +199,9 @@ def test_the_cluster_role_holds_exactly_the_rules_of_operator_rbac_yaml(helm: He
     documents = helm.template(release="kt", namespace="ops")
     role = only(documents, "ClusterRole")
     assert role["rules"] == plain_manifest("rbac.yaml", "ClusterRole")["rules"]
+    # ... which are the calls the operator makes, in every namespace, and no other.
+    assert grants_of(role["rules"]) == merged(CLUSTER_GRANTS, NAMESPACED_GRANTS)
+    assert not of_kind(documents, "Role") and not of_kind(documents, "RoleBinding")
     binding = only(documents, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": "kt-kubetasks-operator"}
@@ -119,6 +209,35 @@ def test_the_cluster_role_holds_exactly_the_rules_of_operator_rbac_yaml(helm: He
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kt-kubetasks-operator",
                                     "namespace": "ops"}]
     assert only(documents, "ServiceAccount")["metadata"]["name"] == "kt-kubetasks-operator"
+
+
+def test_with_watch_namespaces_the_namespaced_rules_are_roles_in_those_namespaces_only(helm: Helm) -> None:
+    documents = helm.template("--set", "watchNamespaces={a,b}", release="kt", namespace="ops")
+    plain_rules = plain_manifest("rbac.yaml", "ClusterRole")["rules"]
+    cluster_role = only(documents, "ClusterRole")
+    # Cluster-wide, only what kopf lists and watches to discover CRDs and namespaces.
+    assert grants_of(cluster_role["rules"]) == CLUSTER_GRANTS
+    assert only(documents, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
+
+    roles, bindings = of_kind(documents, "Role"), of_kind(documents, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
+    for role in roles:
+        assert role["metadata"]["name"] == "kt-kubetasks-operator"
+        assert role["metadata"]["labels"] == chart_labels("kt")
+        assert grants_of(role["rules"]) == NAMESPACED_GRANTS
+        # The plain manifest's rules, split: cluster-scoped first, then the namespaced ones.
+        assert cluster_role["rules"] + role["rules"] == plain_rules
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "kt-kubetasks-operator"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kt-kubetasks-operator",
+                                        "namespace": "ops"}]
+
+    # Without RBAC from the chart, none of it; a namespace named twice is refused.
+    unbound = helm.template("--set", "watchNamespaces={a,b}", "--set", "rbac.create=false")
+    assert kinds(unbound) == {"Deployment", "ServiceAccount", "Service"}
+    assert "/watchNamespaces" in template_fails(helm, "--set", "watchNamespaces={a,a}")
 
 
 def test_the_charts_crds_are_the_top_level_crds(helm: Helm) -> None:
@@ -155,7 +274,8 @@ def test_the_deployment_is_the_one_of_operator_deploy_yaml(helm: Helm) -> None:
     # The image tag defaults to the chart's appVersion, the image the plain manifest names.
     assert container["image"] == f"ghcr.io/kubetasks/operator:{APP_VERSION}" == plain_container["image"]
     assert container["imagePullPolicy"] == "IfNotPresent"
-    assert env_of(container) == {"KUBETASKS_NAMESPACES": "", "KUBETASKS_LOG_LEVEL": "INFO"}
+    assert env_of(container) == {"KUBETASKS_NAMESPACES": "", "KUBETASKS_LOG_LEVEL": "INFO",
+                                 "KUBETASKS_OPERATOR_PORT": "8080", "KUBETASKS_METRICS_PORT": "9090"}
 
 
 def test_a_release_named_kubetasks_gets_the_names_of_the_plain_manifests(helm: Helm) -> None:
@@ -217,6 +337,9 @@ def test_rbac_the_service_account_and_the_metrics_service_can_be_left_out(helm: 
     assert "ServiceAccount" not in kinds(existing)
     assert only(existing, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-robot"
     assert only(existing, "ClusterRoleBinding")["subjects"][0]["name"] == "ops-robot"
+    namespaced = helm.template("--set", "serviceAccount.create=false",
+                               "--set", "serviceAccount.name=ops-robot", "--set", "watchNamespaces={a}")
+    assert only(namespaced, "RoleBinding")["subjects"][0]["name"] == "ops-robot"
 
 
 def test_wrong_values_are_refused_with_the_value_named(helm: Helm) -> None:
@@ -233,21 +356,194 @@ def test_wrong_values_are_refused_with_the_value_named(helm: Helm) -> None:
     assert "/watchNamespaces/0" in namespace.stderr
 
 
+# -- the migration hook --
+
+def test_the_migration_job_is_off_by_default(helm: Helm) -> None:
+    assert "Job" not in kinds(helm.template())
+    assert "Job" not in kinds(helm.template("--set", "migrations.databaseSecret.name=db"))
+
+
+def test_the_migration_job_is_a_pre_install_and_pre_upgrade_hook_hardened_as_the_operator(helm: Helm) -> None:
+    documents = helm.template(*migration_values("app-db", "--set", "migrations.databaseSecret.key=dsn"),
+                              release="kt", namespace="ops")
+    job = only(documents, "Job")
+    assert job["metadata"]["name"] == "kt-kubetasks-migrate"
+    assert job["metadata"]["namespace"] == "ops"
+    assert job["metadata"]["labels"] == chart_labels("kt", "migrations")
+    assert job["metadata"]["annotations"] == {
+        "helm.sh/hook": "pre-install,pre-upgrade",
+        "helm.sh/hook-weight": "0",
+        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+    }
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 240
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"] == chart_labels("kt", "migrations")
+    # Not selected by the operator's Deployment.
+    operator_selector = only(documents, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert not operator_selector.items() <= pod["metadata"]["labels"].items()
+
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec  # the chart's account is made after pre-install hooks
+    [container] = spec["containers"]
+    assert container["command"] == ["kubetasks", "migrate"]
+    assert "args" not in container
+    assert container["env"] == [
+        {"name": "KUBETASKS_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "app-db", "key": "dsn"}}},
+        {"name": "KUBETASKS_LOG_LEVEL", "value": "INFO"},
+    ]
+    # The operator image (it installs the kubetasks package), at the operator's version.
+    operator_pod = only(documents, "Deployment")["spec"]["template"]
+    [operator] = operator_pod["spec"]["containers"]
+    assert container["image"] == operator["image"] == f"ghcr.io/kubetasks/operator:{APP_VERSION}"
+    assert container["imagePullPolicy"] == operator["imagePullPolicy"]
+    # The operator's hardened security contexts, as the plain manifest spells them.
+    plain_pod = plain_manifest("deploy.yaml", "Deployment")["spec"]["template"]
+    assert (spec["securityContext"] == operator_pod["spec"]["securityContext"]
+            == plain_pod["spec"]["securityContext"])
+    assert container["securityContext"] == operator["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                      "limits": {"memory": "256Mi"}}
+
+
+def test_the_migration_job_follows_its_values(helm: Helm) -> None:
+    toleration = {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+    job = only(helm.template(*migration_values(
+        "db", "--set", "migrations.namespace=shop",
+        "--set", "migrations.image.repository=registry.example/app",
+        "--set", "migrations.image.tag=2.0", "--set", "migrations.image.pullPolicy=Always",
+        "--set", "migrations.backoffLimit=0", "--set", "migrations.activeDeadlineSeconds=60",
+        "--set", "logLevel=DEBUG", "--set", "nodeSelector.pool=system",
+        "--set-json", f"tolerations=[{json.dumps(toleration)}]",
+        "--set-json", "imagePullSecrets=[{\"name\": \"regcred\"}]"), namespace="ops"), "Job")
+    assert job["metadata"]["namespace"] == "shop"  # next to the Secret, not in the release's
+    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 60)
+    spec = job["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["image"] == "registry.example/app:2.0"
+    assert container["imagePullPolicy"] == "Always"
+    assert env_of({"env": container["env"][1:]}) == {"KUBETASKS_LOG_LEVEL": "DEBUG"}
+    assert spec["nodeSelector"] == {"pool": "system"}
+    assert spec["tolerations"] == [toleration]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+    # Only the tag given: the operator's repository at that tag; image.tag moves both.
+    tagged = only(helm.template(*migration_values("db", "--set", "image.tag=1.5")), "Job")
+    assert tagged["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/kubetasks/operator:1.5"
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    (("--set", "migrations.enabled=true"), "'/migrations/databaseSecret/name': minLength"),
+    (("--set", "migrations.enabled=true", "--set", "migrations.databaseSecret.name=null"),
+     "missing property 'name'"),
+    (migration_values("Bad_Secret"), "'Bad_Secret' does not match"),
+    (migration_values("db", "--set", "migrations.databaseSecret.key=a/b"), "'a/b' does not match"),
+    (migration_values("db", "--set", "migrations.namespace=Shop"), "'Shop' does not match"),
+    (migration_values("db", "--set", "migrations.backoffLimit=-1"), "'/migrations/backoffLimit'"),
+    (migration_values("db", "--set", "migrations.activeDeadlineSeconds=0"),
+     "'/migrations/activeDeadlineSeconds'"),
+    (migration_values("db", "--set", "migrations.image.pullPolicy=Sometimes"),
+     "'/migrations/image/pullPolicy'"),
+    (("--set", "migrations.enabled=yes-please"), "'/migrations/enabled'"),
+    (("--set", "migrations.enable=true"), "'enable' not allowed"),
+    (("--set", "migrations.databaseSecret.nmae=db"), "'nmae' not allowed"),
+    (("--set", "migrations.image.name=x"), "'name' not allowed"),
+])
+def test_wrong_migration_values_are_refused_with_the_value_named(
+        helm: Helm, values: tuple[str, ...], named: str) -> None:
+    error = template_fails(helm, *values)
+    assert named in error, error
+
+
 # -- helm install on the real control plane --
 
 def objects(control_plane: ControlPlane, resources: str, *, release: str, namespace: str | None = None
             ) -> dict[tuple[str, str], Document]:
-    """The objects of ``release`` found by the chart's labels, by (kind, name)."""
-    where = ["-n", namespace] if namespace else []
+    """The objects of ``release`` found by the chart's labels, by (kind, name); every namespace
+    when ``namespace`` is None."""
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
     selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/part-of=kubetasks"
     found = control_plane.kubectl("get", resources, *where, "-o", "json", "-l", selector)
     return {(item["kind"], item["metadata"]["name"]): item for item in json.loads(found.stdout)["items"]}
 
 
-def can_i(control_plane: ControlPlane, verb: str, resource: str, *, namespace: str, account: str) -> bool:
-    answer = control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace,
-                                   f"--as=system:serviceaccount:{namespace}:{account}", check=False)
+def placed(control_plane: ControlPlane, resources: str, *, release: str) -> set[tuple[str, str]]:
+    """(kind, namespace) of each of ``release``'s namespaced objects, in every namespace."""
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/part-of=kubetasks"
+    found = control_plane.kubectl("get", resources, "--all-namespaces", "-o", "json", "-l", selector)
+    return {(item["kind"], item["metadata"]["namespace"]) for item in json.loads(found.stdout)["items"]}
+
+
+def can_i(control_plane: ControlPlane, verb: str, resource: str, *, namespace: str | None,
+          account: str, account_namespace: str) -> bool:
+    """``kubectl auth can-i`` as the ServiceAccount; ``namespace`` None asks cluster-wide."""
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
+    answer = control_plane.kubectl(
+        "auth", "can-i", verb, resource, *where,
+        f"--as=system:serviceaccount:{account_namespace}:{account}", check=False)
     return answer.stdout.strip() == "yes"
+
+
+@dataclass(frozen=True)
+class Authorizer:
+    """The API server's answers for a ServiceAccount, asked with SubjectAccessReviews (what
+    ``kubectl auth can-i --as`` asks, many at once without a process each)."""
+
+    api: kubernetes.client.AuthorizationV1Api
+    account: str
+    account_namespace: str
+
+    def allows(self, verb: str, resource: Resource, namespace: str) -> bool:
+        group, name, subresource = resource
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": f"system:serviceaccount:{self.account_namespace}:{self.account}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{self.account_namespace}",
+                       "system:authenticated"],
+            "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group,
+                                   "resource": name, "subresource": subresource}}}
+        answer = self.api.create_subject_access_review(review, _preload_content=False)
+        return bool(json.loads(answer.data)["status"].get("allowed"))
+
+    def grants(self, resources: Iterable[Resource], namespace: str) -> dict[Resource, set[str]]:
+        """What is allowed of ``resources`` in ``namespace`` ("" for cluster-wide)."""
+        granted: dict[Resource, set[str]] = {}
+        for resource in resources:
+            verbs = {verb for verb in VERBS if self.allows(verb, resource, namespace)}
+            if verbs:
+                granted[resource] = verbs
+        return granted
+
+
+@pytest.fixture
+def authorizer_for(api_client: kubernetes.client.ApiClient) -> Callable[[str, str], Authorizer]:
+    def make(account: str, account_namespace: str) -> Authorizer:
+        return Authorizer(kubernetes.client.AuthorizationV1Api(api_client), account, account_namespace)
+    return make
+
+
+@pytest.fixture
+def make_namespace(api_client: kubernetes.client.ApiClient) -> Iterator[Callable[[str], str]]:
+    """Namespaces beyond the test's own, deleted afterwards."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        core.delete_namespace(name, _preload_content=False)
+
+
+NAMESPACED_RESOURCES = (*NAMESPACED_GRANTS, *NEVER_NAMESPACED)
+CLUSTER_RESOURCES = (*CLUSTER_GRANTS, *NEVER_CLUSTER)
 
 
 def test_helm_installs_the_operator_and_uninstall_removes_it(
@@ -258,15 +554,18 @@ def test_helm_installs_the_operator_and_uninstall_removes_it(
                          "--set", f"watchNamespaces={{{namespace}}}")
     assert "STATUS: deployed" in installed.stdout
     assert f"serving the TaskQueues of: {namespace}." in installed.stdout  # NOTES.txt
+    assert "migrated" not in installed.stdout  # no migration Job by default
 
-    namespaced = objects(control_plane, "deployments,serviceaccounts,services", release=release,
-                         namespace=namespace)
-    assert set(namespaced) == {("Deployment", name), ("ServiceAccount", name), ("Service", f"{name}-metrics")}
+    namespaced = objects(control_plane, "deployments,serviceaccounts,services,roles,rolebindings",
+                         release=release, namespace=namespace)
+    assert set(namespaced) == {("Deployment", name), ("ServiceAccount", name), ("Service", f"{name}-metrics"),
+                               ("Role", name), ("RoleBinding", name)}
     cluster_scoped = objects(control_plane, "clusterroles,clusterrolebindings", release=release)
     assert set(cluster_scoped) == {("ClusterRole", name), ("ClusterRoleBinding", name)}
     for found in [*namespaced.values(), *cluster_scoped.values()]:
         assert found["metadata"]["labels"] == chart_labels(release), found["kind"]
-    assert cluster_scoped["ClusterRole", name]["rules"] == plain_manifest("rbac.yaml", "ClusterRole")["rules"]
+    assert (cluster_scoped["ClusterRole", name]["rules"] + namespaced["Role", name]["rules"]
+            == plain_manifest("rbac.yaml", "ClusterRole")["rules"])
     container = namespaced["Deployment", name]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(container)["KUBETASKS_NAMESPACES"] == namespace
 
@@ -277,21 +576,29 @@ def test_helm_installs_the_operator_and_uninstall_removes_it(
                                     "-f", str(REPO / "examples" / "taskqueue.yaml"))
     assert "taskqueue.kubetasks.io/emails created (server dry run)" in applied.stdout
 
-    # The binding gives the chart's ServiceAccount the operator's rights, and no more.
-    assert can_i(control_plane, "patch", "taskqueues.kubetasks.io", namespace=namespace, account=name)
-    assert can_i(control_plane, "get", "secrets", namespace=namespace, account=name)
-    assert not can_i(control_plane, "list", "secrets", namespace=namespace, account=name)
-    assert not can_i(control_plane, "delete", "deployments.apps", namespace=namespace, account=name)
+    # The bindings give the chart's ServiceAccount the operator's rights, and no more.
+    def may(verb: str, resource: str) -> bool:
+        return can_i(control_plane, verb, resource, namespace=namespace, account=name,
+                     account_namespace=namespace)
+    assert may("patch", "taskqueues.kubetasks.io")
+    assert may("get", "secrets")
+    assert not may("list", "secrets")
+    assert not may("delete", "deployments.apps")
 
-    # A second release beside it: its own cluster-wide names, and the existing CRD is no error.
+    # A second release beside it, serving every namespace: its own cluster-wide names, and the
+    # existing CRD is no error.
     other = f"kt-{uuid.uuid4().hex[:6]}"
     helm.run("install", other, str(CHART), f"--namespace={namespace}")
-    assert set(objects(control_plane, "clusterroles", release=other)) == {
-        ("ClusterRole", f"{other}-kubetasks-operator")}
+    other_roles = objects(control_plane, "clusterroles", release=other)
+    assert set(other_roles) == {("ClusterRole", f"{other}-kubetasks-operator")}
+    assert other_roles["ClusterRole", f"{other}-kubetasks-operator"]["rules"] == plain_manifest(
+        "rbac.yaml", "ClusterRole")["rules"]
+    assert not placed(control_plane, "roles,rolebindings", release=other)
 
     helm.run("uninstall", release, f"--namespace={namespace}")
-    wait_until(lambda: not objects(control_plane, "deployments,serviceaccounts,services", release=release,
-                                   namespace=namespace), timeout=30, what="the release's objects deleted")
+    wait_until(lambda: not objects(control_plane, "deployments,serviceaccounts,services,roles,rolebindings",
+                                   release=release, namespace=namespace),
+               timeout=30, what="the release's objects deleted")
     assert not objects(control_plane, "clusterroles,clusterrolebindings", release=release)
     assert set(objects(control_plane, "deployments", release=other, namespace=namespace)) == {
         ("Deployment", f"{other}-kubetasks-operator")}
@@ -299,3 +606,186 @@ def test_helm_installs_the_operator_and_uninstall_removes_it(
     assert not objects(control_plane, "clusterroles,clusterrolebindings", release=other)
     # Helm never deletes what it installed from crds/: the TaskQueues outlive the release.
     control_plane.kubectl("get", "crd", CRD_NAME)
+
+
+def test_with_watch_namespaces_the_operator_has_rights_there_and_nowhere_else(
+        helm: Helm, control_plane: ControlPlane, make_namespace: Callable[[str], str],
+        authorizer_for: Callable[[str, str], Authorizer]) -> None:
+    ops, a, b, c = (make_namespace(prefix) for prefix in ("ops", "a", "b", "c"))
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    account = f"{release}-kubetasks-operator"
+    helm.run("install", release, str(CHART), f"--namespace={ops}", "--set", f"watchNamespaces={{{a},{b}}}")
+    try:
+        # Roles and RoleBindings in a and b only.
+        assert placed(control_plane, "roles,rolebindings", release=release) == {
+            ("Role", a), ("Role", b), ("RoleBinding", a), ("RoleBinding", b)}
+
+        def may(verb: str, resource: str, namespace: str | None) -> bool:
+            return can_i(control_plane, verb, resource, namespace=namespace, account=account,
+                         account_namespace=ops)
+        for served in (a, b):
+            assert may("get", "secrets", served)
+            assert may("update", "deployments.apps", served)
+            assert may("patch", "pods", served)
+        for elsewhere in (c, ops):  # a third namespace, and the operator's own
+            assert not may("get", "secrets", elsewhere)
+            assert not may("update", "deployments.apps", elsewhere)
+            assert not may("patch", "pods", elsewhere)
+            assert not may("list", "taskqueues.kubetasks.io", elsewhere)
+        assert not may("get", "secrets", None)  # nor across all namespaces
+        assert may("list", "namespaces", None)
+        assert may("watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+
+        # Every verb on every resource that matters: exactly the grants of the table.
+        authorizer = authorizer_for(account, ops)
+        assert authorizer.grants(NAMESPACED_RESOURCES, a) == NAMESPACED_GRANTS
+        assert authorizer.grants(NAMESPACED_RESOURCES, b) == NAMESPACED_GRANTS
+        assert authorizer.grants(NAMESPACED_RESOURCES, c) == {}
+        assert authorizer.grants(NAMESPACED_RESOURCES, ops) == {}
+        assert authorizer.grants(NAMESPACED_RESOURCES, "") == {}
+        assert authorizer.grants(CLUSTER_RESOURCES, "") == CLUSTER_GRANTS
+    finally:
+        helm.run("uninstall", release, f"--namespace={ops}")
+    assert not placed(control_plane, "roles,rolebindings", release=release)
+
+
+def test_serving_every_namespace_the_operator_has_exactly_the_verbs_it_uses(
+        helm: Helm, make_namespace: Callable[[str], str],
+        authorizer_for: Callable[[str, str], Authorizer]) -> None:
+    ops = make_namespace("ops")
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    helm.run("install", release, str(CHART), f"--namespace={ops}")
+    try:
+        authorizer = authorizer_for(f"{release}-kubetasks-operator", ops)
+        anywhere = f"any-{uuid.uuid4().hex[:6]}"  # the rules hold in namespaces yet to come
+        assert authorizer.grants(NAMESPACED_RESOURCES, anywhere) == NAMESPACED_GRANTS
+        assert authorizer.grants(NAMESPACED_RESOURCES, "") == NAMESPACED_GRANTS
+        assert authorizer.grants(CLUSTER_RESOURCES, "") == CLUSTER_GRANTS
+    finally:
+        helm.run("uninstall", release, f"--namespace={ops}")
+
+
+def service_account_kubeconfig(control_plane: ControlPlane, account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig for the control plane holding a token of the ServiceAccount, and nothing else."""
+    token = control_plane.kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    config["users"] = [{"name": account, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = account
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.usefixtures("crd")
+def test_the_operator_works_with_only_the_roles_of_watch_namespaces(
+        *, helm: Helm, control_plane: ControlPlane, cluster: Cluster, namespace: str, dsn: str,
+        make_namespace: Callable[[str], str], tmp_path: Path) -> None:
+    """kopf and the operator, bound by nothing but the chart's namespaced RBAC, serve a TaskQueue
+    from start to end: no call is refused (every call it makes is granted)."""
+    ops = make_namespace("ops")
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    account = f"{release}-kubetasks-operator"
+    helm.run("install", release, str(CHART), f"--namespace={ops}",
+             "--set", f"watchNamespaces={{{namespace}}}")
+    operator = OperatorProcess(control_plane, namespace, tmp_path)  # KUBETASKS_NAMESPACES=namespace
+    operator.env["KUBECONFIG"] = str(service_account_kubeconfig(
+        control_plane, account, ops, tmp_path / "operator-kubeconfig"))
+    operator.start()
+    try:
+        cluster.create_taskqueue(taskqueue("roles", "roles", max_replicas=2))
+        backend = backend_for(dsn)
+        results = sample_tasks.short.using(backend=backend, queue_name="roles").enqueue_many(
+            [(i,) for i in range(20)])
+        wait_until(lambda: all(backend.get_result(r.id).status == TaskResultStatus.SUCCESSFUL
+                               for r in results), timeout=90, what="the tasks run")
+        wait_until(lambda: cluster.events("Scaled"), timeout=30, what="a Scaled event")
+        assert cluster.status("roles")["queueName"] == "roles"
+        backend.close()
+        # Deleting the TaskQueue: kopf removes its finalizer; the Deployment goes with it.
+        control_plane.kubectl("delete", "taskqueue", "roles", "-n", namespace, "--timeout=30s")
+    finally:
+        operator.stop()
+        helm.run("uninstall", release, f"--namespace={ops}")
+    log = operator.log()
+    # An RBAC refusal reads "403 Forbidden" / "is forbidden" (UIDs may contain the digits 403);
+    # kopf says "Not enough permissions" when it falls back.
+    assert "forbidden" not in log.lower(), log[-4000:]
+    assert "not enough permissions" not in log.lower(), log[-4000:]
+
+
+# -- the migration hook on the real control plane and the local kubelet --
+
+@pytest.fixture
+def empty_database(postgres: LocalPostgres) -> Iterator[str]:
+    """A database without the kubetasks schema."""
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    drop_database(postgres, name)
+
+
+def applied_migrations(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('kubetasks_tasks')").fetchone() == (None,):
+            return []
+        return [row[0] for row in conn.execute("SELECT version FROM kubetasks_migrations ORDER BY version")]
+
+
+def migration_logs(kubelet: LocalKubelet, namespace: str, release: str) -> list[str]:
+    """What the migration pods printed, oldest first (the logs outlive the pods)."""
+    pods = sorted((kubelet.log_dir / namespace).glob(f"{release}-kubetasks-migrate-*"),
+                  key=lambda path: path.stat().st_mtime)
+    return [kubelet.pod_log(namespace, pod.name, "migrate") for pod in pods]
+
+
+def test_the_migration_hook_migrates_the_database_before_the_operator_is_installed(
+        *, helm: Helm, control_plane: ControlPlane, cluster: Cluster, namespace: str,
+        empty_database: str, local_kubelet: LocalKubelet) -> None:
+    cluster.create_secret("app-db", empty_database)
+    assert applied_migrations(empty_database) == []
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    values = ("--set", "migrations.enabled=true", "--set", "migrations.databaseSecret.name=app-db",
+              "--set", f"watchNamespaces={{{namespace}}}")
+    try:
+        installed = helm.run("install", release, str(CHART), f"--namespace={namespace}", *values,
+                             "--timeout=120s")
+        assert f"Secret {namespace}/app-db was migrated before this install." in installed.stdout
+        everything = [m.version for m in available()]
+        assert applied_migrations(empty_database) == everything
+        [log] = migration_logs(local_kubelet, namespace, release)
+        assert f"applied migrations {everything}" in log
+        # Succeeded, the hook's Job is deleted; the operator was installed after it.
+        assert not objects(control_plane, "jobs", release=release, namespace=namespace)
+        assert objects(control_plane, "deployments", release=release, namespace=namespace)
+
+        # An upgrade migrates again first: nothing left to do.
+        helm.run("upgrade", release, str(CHART), f"--namespace={namespace}", *values, "--timeout=120s")
+        logs = migration_logs(local_kubelet, namespace, release)
+        assert len(logs) == 2 and "schema is up to date" in logs[-1]
+        assert applied_migrations(empty_database) == everything
+    finally:
+        helm.run("uninstall", release, f"--namespace={namespace}")
+
+
+def test_a_failed_migration_installs_nothing(
+        *, helm: Helm, control_plane: ControlPlane, cluster: Cluster, namespace: str,
+        empty_database: str, local_kubelet: LocalKubelet) -> None:
+    # A database that refuses the connection: the hook fails, so does the install.
+    unreachable = empty_database.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/nowhere"
+    cluster.create_secret("broken-db", unreachable)
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    failed = helm.run("install", release, str(CHART), f"--namespace={namespace}",
+                      "--set", "migrations.enabled=true", "--set", "migrations.databaseSecret.name=broken-db",
+                      "--set", "migrations.backoffLimit=0", "--timeout=120s", check=False)
+    try:
+        assert failed.returncode != 0
+        assert "pre-install" in failed.stderr and "failed" in failed.stderr, failed.stderr
+        assert not objects(control_plane, "deployments", release=release, namespace=namespace)
+        # The failed Job stays for its logs.
+        assert set(objects(control_plane, "jobs", release=release, namespace=namespace)) == {
+            ("Job", f"{release}-kubetasks-migrate")}
+        [log] = migration_logs(local_kubelet, namespace, release)
+        assert "refused" in log.lower(), log  # the cause, in the Job's log
+    finally:
+        helm.run("uninstall", release, f"--namespace={namespace}", check=False)

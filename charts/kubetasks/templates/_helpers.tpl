@@ -75,3 +75,83 @@ The operator image: image.tag, else the chart's appVersion.
 {{- define "kubetasks.operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
 {{- end }}
+
+{{/*
+The operator's RBAC rules, checked against operator/kubetasks_operator/ and kopf (tests in
+tests/cluster/test_chart.py). Cluster-wide, one ClusterRole holds both lists, as does
+operator/rbac.yaml; with watchNamespaces the namespaced rules go into a Role in each of them.
+
+Cluster-scoped: what kopf reads to discover the resources and namespaces it serves.
+*/}}
+{{- define "kubetasks.operator.clusterRules" -}}
+# kopf discovers the resources it serves (and notices CRDs that change) ...
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+# ... and, serving named namespaces, notices them appear and go.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+
+{{/*
+Namespaced: every call the operator makes in a namespace it serves.
+*/}}
+{{- define "kubetasks.operator.namespacedRules" -}}
+# TaskQueues: listed and watched; kopf keeps its progress and finalizer by patching them.
+- apiGroups: [kubetasks.io]
+  resources: [taskqueues]
+  verbs: [list, watch, patch]
+# Their status: conditions, figures, observedGeneration.
+- apiGroups: [kubetasks.io]
+  resources: [taskqueues/status]
+  verbs: [patch]
+# The worker Deployment's owner reference blocks the TaskQueue's deletion, which API servers
+# with OwnerReferencesPermissionEnforcement (OpenShift) allow only to who may update this.
+- apiGroups: [kubetasks.io]
+  resources: [taskqueues/finalizers]
+  verbs: [update]
+# One worker Deployment per TaskQueue: read, created, replaced (never patched or deleted: the
+# garbage collector removes it with its TaskQueue) ...
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, create, update]
+# ... and scaled through its scale subresource.
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
+# Worker pods: watched for deaths (lost tasks); annotated with a deletion cost before scale-in.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, patch]
+# The database URL, from the Secret each TaskQueue names: read by name, never listed.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Events on the TaskQueues (kopf posts core/v1 Events, never updates them).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{/*
+The migration Job: its name, labels, image and namespace.
+*/}}
+{{- define "kubetasks.migrations.fullname" -}}
+{{- printf "%s-migrate" (include "kubetasks.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubetasks.migrations.labels" -}}
+{{ include "kubetasks.labels" . }}
+app.kubernetes.io/component: migrations
+{{- end }}
+
+{{- define "kubetasks.migrations.image" -}}
+{{- $image := .Values.migrations.image }}
+{{- $tag := $image.tag | default .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- printf "%s:%s" ($image.repository | default .Values.image.repository) $tag }}
+{{- end }}
+
+{{- define "kubetasks.migrations.namespace" -}}
+{{- .Values.migrations.namespace | default .Release.Namespace }}
+{{- end }}
