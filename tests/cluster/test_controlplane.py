@@ -12,7 +12,6 @@ from pathlib import Path
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
-
 from localcluster.controlplane import Binaries, ControlPlane, ControlPlaneError
 from localcluster.polling import wait_until
 from localcluster.processes import alive

@@ -12,10 +12,9 @@ from typing import Any
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
-
 from localcluster.controlplane import ControlPlane
-from localcluster.process_kubelet import LocalKubelet
 from localcluster.polling import wait_until
+from localcluster.process_kubelet import LocalKubelet
 from localcluster.processes import alive
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet")]

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from kubetasks import TaskResultStatus
-
 from localcluster import sample_tasks as queue_tasks
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import Cluster, OperatorProcess, backend_for, taskqueue
 from localcluster.polling import wait_until
+
+from kubetasks import TaskResultStatus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
 

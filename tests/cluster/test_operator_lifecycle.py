@@ -14,13 +14,12 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-
-from kubetasks import TaskResultStatus
-
 from localcluster import sample_tasks as queue_tasks
 from localcluster.controlplane import ControlPlane
 from localcluster.operator import REPO, Cluster, OperatorProcess, backend_for, taskqueue
 from localcluster.polling import wait_until
+
+from kubetasks import TaskResultStatus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("local_kubelet", "crd")]
 

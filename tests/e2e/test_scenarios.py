@@ -125,21 +125,23 @@ def test_tight_deadlines_get_more_replicas_than_the_same_backlog(
     for name in ("plain", "urgent"):
         apply_taskqueue(e2e, namespace, name, image="kubetasks/absent:1", pull_policy="Never",
                         max_replicas=10)
-    tasks.render_report.using(backend=backend, queue_name="plain").enqueue_many([(1,)] * 40)
-    soon = datetime.now(UTC) + timedelta(seconds=30)
+    # 80 s of work: the plain queue may take a minute (one pod), the urgent one has 12 s.
+    tasks.render_report.using(backend=backend, queue_name="plain").enqueue_many([(1,)] * 80)
+    soon = datetime.now(UTC) + timedelta(seconds=12)
     urgent_reports = tasks.render_report.using(backend=backend, queue_name="urgent", expected_at=soon)
-    urgent_reports.enqueue_many([(1,)] * 40)
+    urgent_reports.enqueue_many([(1,)] * 80)
     plain = wait_until(lambda: cluster.status("plain").get("desiredReplicas"), timeout=60,
                        what="plain decided")
     urgent = wait_until(lambda: cluster.status("urgent").get("desiredReplicas"), timeout=60,
                         what="urgent decided")
     assert urgent > plain, (cluster.status("plain")["reason"], cluster.status("urgent")["reason"])
     assert cluster.status("urgent")["reason"].startswith("deadline:")
-    waiting = wait_until(
-        lambda: [s["state"]["waiting"]["reason"] for p in cluster.pods("urgent")
-                 for s in p.get("status", {}).get("containerStatuses", []) if "waiting" in s["state"]],
-        timeout=60, what="the kubelet refusing the absent image")
-    assert set(waiting) == {"ErrImageNeverPull"}
+    def waiting_reasons() -> set[str]:
+        return {s["state"]["waiting"]["reason"] for p in cluster.pods("urgent")
+                for s in p.get("status", {}).get("containerStatuses", []) if "waiting" in s["state"]}
+
+    wait_until(lambda: waiting_reasons() == {"ErrImageNeverPull"}, timeout=60,
+               what="the kubelet refusing the absent image")
 
 
 def test_a_deleted_busy_pods_task_comes_back_and_another_pod_finishes_it(
