@@ -62,7 +62,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     for module in args.imports:
         importlib.import_module(module)
-    from kubetasks.execution import resolve_task
+    from kubetasks.task import resolve_task
 
     task = resolve_task(args.task)
     try:

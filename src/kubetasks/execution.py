@@ -6,23 +6,13 @@ import asyncio
 import inspect
 import traceback
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubetasks.exceptions import UnknownTaskError
 from kubetasks.payload import check_json, dumps
-from kubetasks.result import TaskError, TaskResult, TaskResultStatus
-from kubetasks.task import Task, TaskContext, registry
+from kubetasks.result import TaskContext, TaskError, TaskResult, TaskResultStatus
 
-
-def resolve_task(task_name: str) -> Task[..., Any]:
-    """The registered task of that name. Never imports anything named by the database."""
-    found = registry.get(task_name)
-    if found is None:
-        known = ", ".join(sorted(registry)) or "none"
-        raise UnknownTaskError(
-            f"task {task_name!r} is not registered in this process (registered: {known}); "
-            "import the module that defines it (kubetasks worker --import ...)")
-    return found
+if TYPE_CHECKING:
+    from kubetasks.task import Task
 
 
 def call_arguments(task: Task[..., Any], result: TaskResult[Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -65,14 +55,13 @@ def _safe_str(error: BaseException) -> str:
         return f"<str() of {type(error).__qualname__} failed: {type(broken).__qualname__}>"
 
 
-def run_inline(result: TaskResult[Any]) -> None:
-    """Run the task of ``result`` now, in this thread, and record the outcome on it."""
+def run_inline(task: Task[..., Any], result: TaskResult[Any]) -> None:
+    """Run ``task`` for ``result`` now, in this thread, and record the outcome on the result."""
     now = datetime.now(UTC)
     result.status = TaskResultStatus.RUNNING
     result.started_at = result.last_attempted_at = now
     result.attempts += 1
     try:
-        task = resolve_task(result.task_name)
         args, kwargs = call_arguments(task, result)
         value = task.func(*args, **kwargs)
         if inspect.isawaitable(value):

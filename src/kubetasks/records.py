@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from kubetasks.payload import JSON
-from kubetasks.result import TaskError, TaskResultStatus
+from kubetasks.result import ResultSource, TaskError, TaskResult, TaskResultStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,26 @@ class TaskRecord:
         values["state"] = TaskResultStatus(values["state"])
         values["errors"] = [TaskError.from_json(e) for e in values["errors"]]
         return cls(**values)
+
+
+def to_result(record: TaskRecord, backend: ResultSource) -> TaskResult[Any]:
+    """The public view of a row, read back through ``backend`` on ``refresh()``."""
+    return TaskResult(
+        id=str(record.id), task_name=record.task_name, status=record.state,
+        queue_name=record.queue_name, priority=record.priority, args=record.args,
+        kwargs=record.kwargs, backend=backend, context=record.context,
+        enqueued_at=record.enqueued_at, run_after=record.run_after,
+        expected_at=record.expected_at, started_at=record.started_at,
+        last_attempted_at=record.last_attempted_at, finished_at=record.finished_at,
+        attempts=record.attempts, max_attempts=record.max_attempts,
+        lost_count=record.lost_count, errors=record.errors, worker_ids=record.worker_ids,
+        _return_value=record.return_value,
+    )
+
+
+def task_fields(record: TaskRecord) -> dict[str, Any]:
+    """The ``extra=`` of every log line about a task."""
+    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,17 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from kubetasks.payload import JSON
 
-if TYPE_CHECKING:
-    from kubetasks.backends.base import Backend
-
 T = TypeVar("T")
+
+
+class ResultSource(Protocol):
+    """Where a result is read back from: every backend is one."""
+
+    def get_result(self, result_id: str) -> TaskResult[Any]: ...
 
 
 class TaskResultStatus(StrEnum):
@@ -68,7 +71,7 @@ class TaskResult(Generic[T]):
     priority: int
     args: list[JSON]
     kwargs: dict[str, JSON]
-    backend: Backend = field(repr=False)
+    backend: ResultSource = field(repr=False)
     context: dict[str, JSON] = field(default_factory=dict)
     enqueued_at: datetime | None = None
     run_after: datetime | None = None
@@ -110,3 +113,15 @@ class TaskResult(Generic[T]):
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Passed as the first argument to tasks defined with ``takes_context=True``."""
+
+    task_result: TaskResult[Any]
+    context: dict[str, JSON]
+
+    @property
+    def attempt(self) -> int:
+        return self.task_result.attempts

@@ -7,13 +7,16 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubetasks.exceptions import ConfigurationError, TaskResultDoesNotExist
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult, TaskResultStatus
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.task import Task
 
 
 class Backend(ABC):
@@ -33,9 +36,10 @@ class Backend(ABC):
         self.allowed_queues = frozenset(allowed_queues) if allowed_queues is not None else None
 
     @abstractmethod
-    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+    def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        """Write the requests (already validated) and return their results."""
+        """Write the calls of ``task`` (already validated into ``requests``) and return their
+        results."""
 
     @abstractmethod
     def get_result(self, result_id: str) -> TaskResult[Any]:

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 
 from kubetasks.execution import error_from_exception, error_json
-from kubetasks.records import TaskRecord
+from kubetasks.records import TaskRecord, task_fields
 from kubetasks.result import TaskError
 from kubetasks.retry import Backoff
 from kubetasks.store import Outcome, Store
@@ -43,11 +42,6 @@ class Finished:
     backoff: Backoff
     claim_lost: bool = False
     """A heartbeat already found the claim taken away (and counted it)."""
-
-
-def task_fields(record: TaskRecord) -> dict[str, Any]:
-    """The ``extra=`` of every log line about a task."""
-    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
 
 
 class Reporter:
