@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import kopf
-import psycopg
 
+from kubetasks.store import DatabaseError
 from kubetasks_operator import metrics
 from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
@@ -228,7 +228,7 @@ class ScaleLoop:
         except DeploymentMissing as error:
             controller.post_event("Warning", "DeploymentMissing", f"{error}; creating it again")
             await asyncio.to_thread(apply_worker_deployment, controller, body)
-        except psycopg.Error as error:
+        except DatabaseError as error:
             await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", error)
         except Exception as error:  # the API server restarting, throttling, ...: try again
             log.exception("scaling step failed", extra={"taskqueue": controller.name})

@@ -49,7 +49,7 @@ class Runtime:
 
     def notifier(self, conninfo: str) -> Notifier:
         if conninfo not in self.notifiers:
-            self.notifiers[conninfo] = Notifier(conninfo)
+            self.notifiers[conninfo] = Notifier(self.store(conninfo))
         return self.notifiers[conninfo]
 
     def controller(self, body: Mapping[str, Any], spec: TaskQueueSpec, conninfo: str) -> QueueController:

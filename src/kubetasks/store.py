@@ -6,11 +6,12 @@ The client, the worker and the operator all go through this class; no other modu
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -24,8 +25,21 @@ from kubetasks.queries import query
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
 from kubetasks.request import EnqueueRequest
 
+log = logging.getLogger(__name__)
+
 CHANNEL = "kubetasks"
 """NOTIFY channel; the payload is the queue name that got work."""
+
+MIGRATION_LOCK = 0x6B756265_7461736B & 0x7FFFFFFFFFFFFFFF  # "kubetask", as a bigint
+
+DatabaseError = psycopg.Error
+"""Anything PostgreSQL or the driver refused; callers catch it without importing the driver."""
+
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,          # connection lost, server shutting down, pool timeout
+    psycopg.errors.ReadOnlySqlTransaction,  # a primary failing over to a standby
+)
+"""Errors that mean "the database cannot take this now": try again later, lose nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +289,7 @@ class Store:
         if queue_names:
             self._rows("notify_queues", {"queue_names": sorted(queue_names)}, conn)
 
-    # -- worker additions --
+    # -- notifications ---------------------------------------------------------------
 
     def listen(self) -> psycopg.Connection[dict[str, Any]]:
         """A dedicated connection LISTENing on ``CHANNEL``. The caller closes it."""
@@ -286,6 +300,56 @@ class Store:
             conn.close()
             raise
         return conn
+
+    async def listen_async(self) -> psycopg.AsyncConnection[Any]:
+        """The same on an asyncio connection (the operator's). The caller closes it."""
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        try:
+            await conn.execute(query("listen_for_tasks"))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+
+class SchemaChange(Protocol):
+    """One numbered migration file."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def sql(self) -> str: ...
+
+
+def apply_migrations(changes: Iterable[SchemaChange], *, conninfo: str = "",
+                     connection: psycopg.Connection[Any] | None = None) -> list[int]:
+    """Apply, in order, the changes not yet recorded in ``kubetasks_migrations``, each in its
+    own transaction under an advisory lock; returns the versions applied."""
+    conn = connection or psycopg.connect(conninfo)
+    try:
+        done = []
+        for change in changes:
+            if _apply_once(conn, change):
+                done.append(change.version)
+        return done
+    finally:
+        if connection is None:
+            conn.close()
+
+
+def _apply_once(conn: psycopg.Connection[Any], change: SchemaChange) -> bool:
+    with conn.transaction():
+        conn.execute(query("lock_migrations"), {"lock_key": MIGRATION_LOCK})
+        conn.execute(query("create_migrations_table"))
+        applied = {row[0] for row in conn.execute(query("applied_migrations"))}
+        if change.version in applied:
+            return False
+        log.info("applying migration %04d_%s", change.version, change.name)
+        conn.execute(change.sql.encode())  # bytes: the file's % signs are not placeholders
+        conn.execute(query("record_migration"), {"version": change.version, "name": change.name})
+        return True
 
 
 def _task_id(task_id: int | str) -> int:

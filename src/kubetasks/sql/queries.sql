@@ -242,6 +242,24 @@ WITH gone AS (
 )
 SELECT count(*) AS deleted FROM gone;
 
+-- name: lock_migrations
+-- Held until the migration's transaction ends: two migrators serialise, the second finds the
+-- work done.
+SELECT pg_advisory_xact_lock(%(lock_key)s);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS kubetasks_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version FROM kubetasks_migrations;
+
+-- name: record_migration
+INSERT INTO kubetasks_migrations (version, name) VALUES (%(version)s, %(name)s);
+
 -- name: listen_for_tasks
 -- The worker's wake-up call: enqueue (trigger) and put-backs NOTIFY this channel
 -- (store.CHANNEL) with the queue name as payload.

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
-
 from kubetasks.exceptions import FailNow, InvalidTaskError, Retry, UnknownTaskError
 from kubetasks.records import TaskRecord
 from kubetasks.retry import Backoff
@@ -20,12 +18,6 @@ UNKNOWN_TASK_GRACE = timedelta(minutes=10)
 than failed: during a rollout, web pods may enqueue a new task before every worker knows it."""
 
 UNKNOWN_TASK_RETRY = timedelta(seconds=15)
-
-DATABASE_AWAY: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,          # connection lost, server shutting down, pool timeout
-    psycopg.errors.ReadOnlySqlTransaction,  # a primary failing over to a standby
-)
-"""Errors that mean "the database cannot take this now": try again later, lose nothing."""
 
 MIN_IDLE_WAIT = 0.02
 """Floor of an idle sleep. A ready task that another transaction holds locked is skipped by

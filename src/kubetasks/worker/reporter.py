@@ -13,17 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import psycopg
-
 from kubetasks.execution import error_from_exception, error_json
 from kubetasks.records import TaskRecord, task_fields
 from kubetasks.result import TaskError
 from kubetasks.retry import Backoff
-from kubetasks.store import Outcome, Store
+from kubetasks.store import DATABASE_AWAY, DatabaseError, Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics, task_label
 from kubetasks.worker.policy import (
-    DATABASE_AWAY,
     PutBack,
     RetryAt,
     after_failure,
@@ -115,7 +112,7 @@ class Reporter:
                 del batch[0]
         except DATABASE_AWAY:
             raise
-        except psycopg.Error:
+        except DatabaseError:
             # The database refused something in the data, not the connection: alone, one bad
             # entry cannot hold back the others.
             log.warning("a batch of outcomes was refused; writing them one at a time",
@@ -125,7 +122,7 @@ class Reporter:
                     self._write_one(batch[0])
                 except DATABASE_AWAY:
                     raise
-                except psycopg.Error:
+                except DatabaseError:
                     log.exception("outcome not recorded: the database refused it; the task stays "
                                   "RUNNING until put back as lost", extra=task_fields(batch[0].record))
                 del batch[0]

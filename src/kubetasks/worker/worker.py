@@ -16,11 +16,11 @@ from typing import ParamSpec, TypeVar
 
 from kubetasks.identity import WorkerIdentity
 from kubetasks.records import task_fields
-from kubetasks.store import Store
+from kubetasks.store import DATABASE_AWAY, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.policy import DATABASE_AWAY, database_retry_delay, idle_wait
+from kubetasks.worker.policy import database_retry_delay, idle_wait
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.slots import Slots
