@@ -30,22 +30,9 @@ def encode_return(task_name: str, value: Any) -> str:
 
 def error_from_exception(error: BaseException, *, attempt: int | None = None,
                          worker_id: str | None = None) -> TaskError:
-    kind = type(error)
-    return TaskError(
-        exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
-        traceback="".join(traceback.format_exception(error)),
-        message=_safe_str(error),
-        attempt=attempt,
-        worker_id=worker_id,
-    )
-
-
-def error_json(error: TaskError) -> str:
-    return dumps({
-        "exception_class_path": error.exception_class_path, "traceback": error.traceback,
-        "message": error.message, "attempt": error.attempt, "worker_id": error.worker_id,
-        "at": datetime.now(UTC).isoformat(),
-    })
+    return TaskError.of_class(type(error), _safe_str(error),
+                              traceback="".join(traceback.format_exception(error)),
+                              attempt=attempt, worker_id=worker_id)
 
 
 def _safe_str(error: BaseException) -> str:

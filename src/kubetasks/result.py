@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from kubetasks.payload import JSON
+from kubetasks.payload import JSON, dumps
 
 T = TypeVar("T")
 
@@ -52,6 +52,21 @@ class TaskError:
             attempt=data.get("attempt"),
             worker_id=data.get("worker_id"),
         )
+
+    def to_json(self) -> str:
+        """As stored in a task's ``errors`` list, with the time it was recorded."""
+        return dumps({
+            "exception_class_path": self.exception_class_path, "traceback": self.traceback,
+            "message": self.message, "attempt": self.attempt, "worker_id": self.worker_id,
+            "at": datetime.now(UTC).isoformat(),
+        })
+
+    @classmethod
+    def of_class(cls, kind: type[BaseException], message: str, *, traceback: str = "",
+                 attempt: int | None = None, worker_id: str | None = None) -> TaskError:
+        """An error of exception class ``kind``, recorded by its importable path."""
+        return cls(exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+                   traceback=traceback, message=message, attempt=attempt, worker_id=worker_id)
 
 
 @dataclass(eq=False)

@@ -19,16 +19,22 @@ from psycopg.rows import dict_row
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
-from kubetasks.exceptions import TaskResultDoesNotExist
+from kubetasks.exceptions import TaskLost, TaskResultDoesNotExist
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
 from kubetasks.request import EnqueueRequest
+from kubetasks.result import TaskError, TaskResultStatus
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "kubetasks"
 """NOTIFY channel; the payload is the queue name that got work."""
+
+CLAIM_ORDER = "priority DESC, expected_at ASC NULLS LAST, run_after, id"
+"""The order in which a queue's due tasks are claimed: higher priority first, then the earliest
+deadline, then the earliest due. The claim index and every statement that follows the order
+spell it this way (a test holds them to it)."""
 
 MIGRATION_LOCK = 0x6B756265_7461736B & 0x7FFFFFFFFFFFFFFF  # "kubetask", as a bigint
 
@@ -130,7 +136,7 @@ class Store:
         return TaskRecord.from_row(rows[0])
 
     def list_tasks(self, *, queue_name: str | None = None, state: str | None = None,
-             limit: int = 50) -> list[TaskRecord]:
+                   limit: int = 50) -> list[TaskRecord]:
         rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
         return [TaskRecord.from_row(row) for row in rows]
 
@@ -142,16 +148,14 @@ class Store:
 
     def claim(self, queue_names: Sequence[str], limit: int, worker: WorkerIdentity,
               ) -> list[TaskRecord]:
-        """Claim up to ``limit`` due tasks in claim order; concurrent claimers skip locked rows.
-        Each queue's claim-order index is walked, so the cost stays flat as the backlog grows."""
+        """Claim up to ``limit`` due tasks, returned in claim order; concurrent claimers skip
+        locked rows. Each queue's claim-order index is walked, so the cost stays flat as the
+        backlog grows."""
         rows = self._rows("claim_tasks", {
             "queue_names": sorted(set(queue_names)), "limit": limit, "pod_name": worker.pod_name,
             "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id,
         })
-        records = [TaskRecord.from_row(row) for row in rows]
-        records.sort(key=lambda r: (-r.priority, r.expected_at is None, r.expected_at or r.run_after,
-                                    r.run_after, r.id))
-        return records
+        return [TaskRecord.from_row(row) for row in sorted(rows, key=lambda row: row["claim_rank"])]
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
         """Record successes; returns the claims that were still held (the others were lost)."""
@@ -210,10 +214,12 @@ class Store:
         if not ids:
             return []
         with self.connection() as conn, conn.transaction():
-            rows = self._rows("requeue_lost", {"claim_ids": ids, "reason": reason,
-                                               "max_lost": max_lost}, conn)
+            rows = self._rows("requeue_lost", {
+                "claim_ids": ids, "error": TaskError.of_class(TaskLost, reason).to_json(),
+                "max_lost": max_lost}, conn)
             self._notify(conn, {r["queue_name"] for r in rows if r["state"] == "READY"})
-        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], r["state"]) for r in rows]
+        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], TaskResultStatus(r["state"]))
+                for r in rows]
 
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
                     except_nonce: str | None = None,
@@ -287,7 +293,7 @@ class Store:
 
     def _notify(self, conn: psycopg.Connection[Any], queue_names: set[str]) -> None:
         if queue_names:
-            self._rows("notify_queues", {"queue_names": sorted(queue_names)}, conn)
+            self._rows("notify_queues", {"channel": CHANNEL, "queue_names": sorted(queue_names)}, conn)
 
     # -- notifications ---------------------------------------------------------------
 

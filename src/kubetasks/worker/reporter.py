@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from kubetasks.execution import error_from_exception, error_json
+from kubetasks.execution import error_from_exception
 from kubetasks.records import TaskRecord, task_fields
 from kubetasks.result import TaskError
 from kubetasks.retry import Backoff
@@ -189,14 +189,11 @@ class Reporter:
         try:
             described = error_from_exception(error, attempt=attempt, worker_id=self.worker_id)
         except Exception:  # whatever the exception does, its failure must still be recorded
-            kind = type(error)
-            described = TaskError(
-                exception_class_path=f"{kind.__module__}.{kind.__qualname__}", traceback="",
-                message="<the exception could not be described>", attempt=attempt,
-                worker_id=self.worker_id)
+            described = TaskError.of_class(type(error), "<the exception could not be described>",
+                                           attempt=attempt, worker_id=self.worker_id)
         # PostgreSQL's jsonb cannot hold the NUL character; an error text must still be stored.
-        return error_json(replace(described, message=_without_nul(described.message),
-                                  traceback=_without_nul(described.traceback)))
+        return replace(described, message=_without_nul(described.message),
+                       traceback=_without_nul(described.traceback)).to_json()
 
 
 def _without_nul(text: str) -> str:
