@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from kubetasks_operator.lost import pod_loss, restart_count
 from kubetasks_operator.objects import database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Runtime
 from kubetasks_operator.scaler import DeploymentMissing, QueueController, condition, utcnow
+from kubetasks_operator.settings import OperatorSettings
 from kubetasks_operator.spec import (
     GROUP,
     MANAGED_BY,
@@ -43,9 +43,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     await asyncio.to_thread(load_config)
-    # Behind PgBouncer in transaction pooling LISTEN cannot work: poll only.
-    listen = os.environ.get("KUBETASKS_OPERATOR_LISTEN", "true").lower() not in ("0", "false", "no")
-    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=listen)
+    # kubetasks-operator read the settings before starting kopf; `kopf run` reads them here.
+    operator_settings = memo.get("settings") or OperatorSettings.from_env()
+    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=operator_settings.listen)
 
 
 @kopf.on.cleanup()
