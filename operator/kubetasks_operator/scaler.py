@@ -94,7 +94,7 @@ class QueueController:
     def observe(self, now: datetime, live_pods: Mapping[str, str]) -> tuple[QueueStats, Observation,
                                                                           dict[str, int]]:
         stats = next(iter(self.store.queue_stats([self.queue_name])), None) or QueueStats(
-            self.queue_name, 0, 0, 0, 0, None, None, None)
+            self.queue_name, 0, 0, 0, 0, None)
         running_by_uid = {uid: n for uid, n in self.store.busy_pods(self.queue_name).items()
                           if uid in live_pods}
         scaling = self.spec.scaling

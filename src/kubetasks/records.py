@@ -80,8 +80,6 @@ class QueueStats:
     running: int
     overdue: int
     next_deadline: datetime | None
-    next_run_after: datetime | None
-    oldest_ready_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +87,6 @@ class DeadlineWork:
     """A READY task with a deadline, and the estimated seconds of work (and the number of tasks)
     up to and including it in claim order."""
 
-    task_id: int
     expected_at: datetime
     estimate_seconds: float
     work_seconds: float

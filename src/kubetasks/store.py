@@ -265,8 +265,7 @@ class Store:
         rows = self._rows("deadline_work", {
             "queue_name": queue_name, "horizon": horizon, "default_seconds": default_seconds,
             "scan_limit": scan_limit, "limit": limit})
-        return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"],
-                             r["position"]) for r in rows]
+        return [DeadlineWork(**row) for row in rows]
 
     def backlog_work(self, queue_name: str, *, default_seconds: float = 1.0) -> float:
         """Estimated seconds of work of the queue's due and running tasks."""

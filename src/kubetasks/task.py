@@ -152,6 +152,7 @@ class Task(Generic[P, T]):
     def _enqueue_calls(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
                        ) -> list[TaskResult[T]]:
         backend = self.get_backend()
+        backend.validate_task(self, connection=self.connection)
         now = datetime.now(UTC)
         requests = [self.request(args, kwargs, backend=backend, now=now) for args, kwargs in calls]
         return backend.enqueue_many(self, requests, connection=self.connection)

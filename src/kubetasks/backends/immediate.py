@@ -20,8 +20,8 @@ class ImmediateBackend(MemoryBackend):
     """The default without a database, so an application works before its infrastructure.
 
     The task runs once, in the caller's thread, before ``enqueue`` returns; a failure is
-    recorded on the result (status FAILED, ``errors``), not raised. ``run_after`` and
-    ``expected_at`` are recorded but do not delay the run.
+    recorded on the result (status FAILED, ``errors``), not raised. A ``run_after`` is refused
+    (it could not delay the run); ``expected_at`` is recorded.
     """
 
     name = "immediate"
@@ -29,7 +29,6 @@ class ImmediateBackend(MemoryBackend):
 
     def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        self.refuse_connection(connection)
         results = [self.record(request) for request in requests]
         for result in results:
             run_inline(task, result)

@@ -184,9 +184,7 @@ SELECT queue_name,
        count(*) FILTER (WHERE state = 'READY' AND run_after > now()) AS scheduled,
        count(*) FILTER (WHERE state = 'RUNNING') AS running,
        count(*) FILTER (WHERE expected_at < now()) AS overdue,
-       min(expected_at) FILTER (WHERE state = 'READY') AS next_deadline,
-       min(run_after) FILTER (WHERE state = 'READY' AND run_after > now()) AS next_run_after,
-       min(enqueued_at) FILTER (WHERE state = 'READY' AND run_after <= now()) AS oldest_ready_at
+       min(expected_at) FILTER (WHERE state = 'READY') AS next_deadline
 FROM kubetasks_tasks
 WHERE state IN ('READY', 'RUNNING')
   AND (%(queue_names)s::text[] IS NULL OR queue_name = ANY(%(queue_names)s))
@@ -194,9 +192,9 @@ GROUP BY queue_name
 ORDER BY queue_name;
 
 -- name: busy_pods
-SELECT worker_pod_uid, worker_pod, count(*) AS running FROM kubetasks_tasks
+SELECT worker_pod_uid, count(*) AS running FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
-GROUP BY worker_pod_uid, worker_pod;
+GROUP BY worker_pod_uid;
 
 -- name: deadline_work
 -- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
@@ -209,14 +207,14 @@ WITH ready AS (
     ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
     LIMIT %(scan_limit)s
 ), ordered AS (
-    SELECT r.id, r.expected_at,
+    SELECT r.expected_at,
            coalesce(d.mean_seconds, %(default_seconds)s) AS estimate_seconds,
            sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER claim_order AS work_seconds,
            row_number() OVER claim_order AS position
     FROM ready AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
     WINDOW claim_order AS (ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id)
 )
-SELECT id, expected_at, estimate_seconds, work_seconds, position FROM ordered
+SELECT expected_at, estimate_seconds, work_seconds, position FROM ordered
 WHERE expected_at IS NOT NULL
 ORDER BY work_seconds
 LIMIT %(limit)s;
