@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
+from kubetasks.backoff import Backoff, as_backoff
 from kubetasks.exceptions import InvalidTaskError, UnknownTaskError
 from kubetasks.payload import JSON
 from kubetasks.request import (
@@ -22,7 +23,6 @@ from kubetasks.request import (
     check_queue_name,
 )
 from kubetasks.result import TaskContext, TaskResult
-from kubetasks.retry import Backoff, as_backoff
 
 if TYPE_CHECKING:
     import psycopg

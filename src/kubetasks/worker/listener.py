@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from kubetasks.store import DatabaseError, Store
-from kubetasks.worker.policy import database_retry_delay
+from kubetasks.worker.policy import reconnect_delay
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,7 +54,7 @@ class Listener:
                     self._receive(conn)
             except DatabaseError as error:
                 failures += 1
-                delay = database_retry_delay(failures)
+                delay = reconnect_delay(failures)
                 log.warning("LISTEN connection failed, polling meanwhile; retry in %.1f s: %s",
                             delay, error)
                 self._stopped.wait(delay)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from kubetasks.backoff import Backoff
 from kubetasks.exceptions import FailNow, InvalidTaskError, Retry, UnknownTaskError
 from kubetasks.records import TaskRecord
-from kubetasks.retry import Backoff
 
 FINAL_ERRORS: tuple[type[BaseException], ...] = (FailNow, UnknownTaskError, InvalidTaskError)
 """Errors another attempt cannot mend: the task asked to fail, this worker does not know the
@@ -46,11 +46,11 @@ class PutBack:
     run_after: datetime
 
 
-Decision = RetryAt | FailTask | PutBack
+FailureDecision = RetryAt | FailTask | PutBack
 
 
 def after_failure(error: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff,
-                  now: datetime, enqueued_at: datetime | None = None) -> Decision:
+                  now: datetime, enqueued_at: datetime | None = None) -> FailureDecision:
     """What to do with a task whose attempt number ``attempt`` raised ``error``.
 
     A task this worker does not know is put back while it is younger than
@@ -89,6 +89,6 @@ def queue_wait(record: TaskRecord) -> float:
     return max(0.0, (record.last_attempted_at - ready_at).total_seconds())
 
 
-def database_retry_delay(failures: int) -> float:
+def reconnect_delay(failures: int) -> float:
     """Back off from a database that keeps failing: 0.1 s doubling up to 5 s."""
     return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))

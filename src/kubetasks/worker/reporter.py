@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from kubetasks.backoff import Backoff
 from kubetasks.execution import error_from_exception
 from kubetasks.records import TaskRecord, task_fields
 from kubetasks.result import TaskError
-from kubetasks.retry import Backoff
 from kubetasks.store import DATABASE_AWAY, DatabaseError, Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics, task_label
@@ -24,7 +24,7 @@ from kubetasks.worker.policy import (
     PutBack,
     RetryAt,
     after_failure,
-    database_retry_delay,
+    reconnect_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Reporter:
                     return
                 log.warning("cannot record outcomes, will retry: %s", error)
                 self._has_pending.set()
-                await asyncio.sleep(database_retry_delay(failures))
+                await asyncio.sleep(reconnect_delay(failures))
             except Exception:
                 # A bug must not silence the reporter for good: drop what could not be written
                 # (those tasks stay RUNNING until put back as lost) and carry on.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import partial
 from uuid import UUID
 
+from kubetasks.backoff import as_backoff
 from kubetasks.records import TaskRecord, task_fields
-from kubetasks.retry import as_backoff
 from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import queue_wait

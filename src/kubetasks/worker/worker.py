@@ -20,7 +20,7 @@ from kubetasks.store import DATABASE_AWAY, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.policy import database_retry_delay, idle_wait
+from kubetasks.worker.policy import idle_wait, reconnect_delay
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.slots import Slots
@@ -99,7 +99,7 @@ class Worker:
         queues = self.settings.queues
         records = await self._database(self.store.claim, queues, free, self.identity)
         if records is None:
-            return database_retry_delay(self._database_failures)
+            return reconnect_delay(self._database_failures)
         if self._stopping and records:
             await self._database(self.store.release, [r.claim_id for r in records if r.claim_id])
             return 0.0
@@ -154,7 +154,7 @@ class Worker:
                                             max_lost=self.settings.max_lost, except_nonce=nonce)
             if returned is not None:
                 break
-            await self._sleep(database_retry_delay(self._database_failures))
+            await self._sleep(reconnect_delay(self._database_failures))
         for task in returned or ():
             self.metrics.lost_returned.labels(task.queue_name).inc()
             log.warning("put back a task an earlier process of this pod held -> %s", task.state,
