@@ -6,24 +6,38 @@ Configured from the environment, read once (``settings.OperatorSettings``).
 from __future__ import annotations
 
 import sys
-
-import kopf
-from prometheus_client import start_http_server
+from typing import TYPE_CHECKING
 
 from kubetasks.exceptions import ConfigurationError
-from kubetasks.logs import setup_logging
-from kubetasks_operator.settings import OperatorSettings
+from kubetasks_operator import missing_extra
+
+if TYPE_CHECKING:
+    from kubetasks_operator.settings import OperatorSettings
 
 
 def main() -> int:
+    missing = missing_extra()
+    if missing:
+        print(f"kubetasks-operator: {', '.join(missing)} not installed; install the operator with "
+              "pip install 'kubetasks[operator]'", file=sys.stderr)
+        return 2
+    from kubetasks_operator.settings import OperatorSettings
+
     try:
         settings = OperatorSettings.from_env()
     except ConfigurationError as error:
         print(f"kubetasks-operator: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
-    import kubetasks_operator  # noqa: F401 - registers the handlers
+    return run(settings)
 
+
+def run(settings: OperatorSettings) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from kubetasks.logs import setup_logging
+
+    setup_logging(settings.log_level)
     start_http_server(settings.metrics_port)
     kopf.run(
         standalone=True,
