@@ -1,34 +1,50 @@
 """``kubetasks-operator``: run the operator with its liveness endpoint and metrics.
 
-Environment: ``KUBETASKS_NAMESPACES`` (comma-separated; default: all namespaces),
-``KUBETASKS_OPERATOR_PORT`` (liveness at /healthz, default 8080), ``KUBETASKS_METRICS_PORT``
-(Prometheus /metrics, default 9090), ``KUBETASKS_OPERATOR_LISTEN`` (``false`` to poll only, e.g.
-behind PgBouncer's transaction pooling), ``KUBETASKS_LOG_LEVEL``.
+Configured from the environment, read once (``settings.OperatorSettings``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
+from typing import TYPE_CHECKING
 
-import kopf
-from prometheus_client import start_http_server
+from kubetasks.exceptions import ConfigurationError
+from kubetasks_operator import missing_extra
 
-from kubetasks.logs import setup_logging
+if TYPE_CHECKING:
+    from kubetasks_operator.settings import OperatorSettings
 
 
 def main() -> int:
-    setup_logging(os.environ.get("KUBETASKS_LOG_LEVEL", "INFO"))
-    import kubetasks_operator  # noqa: F401 - registers the handlers
+    missing = missing_extra()
+    if missing:
+        print(f"kubetasks-operator: {', '.join(missing)} not installed; install the operator with "
+              "pip install 'kubetasks[operator]'", file=sys.stderr)
+        return 2
+    from kubetasks_operator.settings import OperatorSettings
 
-    namespaces = [n.strip() for n in os.environ.get("KUBETASKS_NAMESPACES", "").split(",") if n.strip()]
-    port = int(os.environ.get("KUBETASKS_OPERATOR_PORT", "8080"))
-    start_http_server(int(os.environ.get("KUBETASKS_METRICS_PORT", "9090")))
+    try:
+        settings = OperatorSettings.from_env()
+    except ConfigurationError as error:
+        print(f"kubetasks-operator: {error}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def run(settings: OperatorSettings) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from kubetasks.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    start_http_server(settings.metrics_port)
     kopf.run(
         standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{port}/healthz",
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",
+        memo=kopf.Memo(settings=settings),
     )
     return 0
 

@@ -1,24 +1,22 @@
-"""kopf handlers: reconcile the worker Deployment, run each queue's scaler, and put back the
-tasks of worker pods that died. Handlers parse, call pure functions, and apply."""
+"""The kopf entry points: reconcile the worker Deployment, start each queue's loop
+(``daemon``), and put back the tasks of worker pods that died. Handlers parse, call pure
+functions, and apply."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-from datetime import timedelta
 from typing import Any
 
 import kopf
-import psycopg
 
-from kubetasks_operator import metrics
+from kubetasks_operator import queue_metrics
+from kubetasks_operator.controller import condition, utcnow
+from kubetasks_operator.daemon import apply_worker_deployment, run_queue_loop
 from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
-from kubetasks_operator.objects import database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Runtime
-from kubetasks_operator.scaler import DeploymentMissing, QueueController, condition, utcnow
+from kubetasks_operator.settings import OperatorSettings
 from kubetasks_operator.spec import (
     GROUP,
     MANAGED_BY,
@@ -43,9 +41,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     await asyncio.to_thread(load_config)
-    # Behind PgBouncer in transaction pooling LISTEN cannot work: poll only.
-    listen = os.environ.get("KUBETASKS_OPERATOR_LISTEN", "true").lower() not in ("0", "false", "no")
-    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=listen)
+    # kubetasks-operator read the settings before starting kopf; `kopf run` reads them here.
+    operator_settings = memo.get("settings") or OperatorSettings.from_env()
+    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=operator_settings.listen)
 
 
 @kopf.on.cleanup()
@@ -90,20 +88,6 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
             delay=5) from None
 
 
-def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> None:
-    """Create or update the TaskQueue's worker Deployment (owned by it), and say so in status."""
-    deployment = worker_deployment(controller.spec, taskqueue_name=controller.name,
-                                   namespace=controller.namespace,
-                                   replicas=controller.spec.scaling.min_replicas,
-                                   database=database_fingerprint(controller.store.conninfo))
-    kopf.adopt(deployment, owner=body)
-    outcome = controller.kube.apply_deployment(deployment)
-    controller.set_condition("Ready", True, "Reconciled", f"Deployment {controller.deployment} {outcome}")
-    controller.write_status(utcnow())
-    log.info("reconciled", extra={"taskqueue": controller.name, "deployment": controller.deployment,
-                                  "outcome": outcome})
-
-
 def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> None:
     meta = body["metadata"]
     kopf.warn(body, reason="DatabaseSecretMissing", message=message)
@@ -133,130 +117,13 @@ def live_pods(index: kopf.Index[tuple[str, str], tuple[str, str]], namespace: st
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
 async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, body: kopf.Body,
                 memo: kopf.Memo, **kwargs: Any) -> None:
-    """The queue's control loop: a step every poll interval, or at once on NOTIFY. It never
-    ends on an error: each is reported (condition, Event) and the next step tries again."""
-    runtime: Runtime = memo[RUNTIME_KEY]
+    """The queue's control loop (``daemon.run_queue_loop``). It never ends on an error: each is
+    reported (condition, Event) and the next step tries again."""
     pods_index: kopf.Index[tuple[str, str], tuple[str, str]] = kwargs["worker_pods"]
     assert namespace is not None
-    controller = await _wait_for_controller(runtime, (namespace, name), stopped)
-    if controller is None:
-        return
-    wake = asyncio.Event()
-    wakeup = WakeUp(runtime, wake)
-    loop = ScaleLoop()
-    try:
-        while not stopped:
-            # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
-            wake.clear()
-            controller = runtime.controllers.get((namespace, name), controller)
-            if loop.sweep_due():
-                controller = await _follow_secret(runtime, controller, body)
-            wakeup.follow(controller)  # the database or the queue name may have changed
-            await loop.run_once(controller, body, live_pods(pods_index, namespace, name))
-            await _pause(wake, stopped, controller.spec.scaling.poll_interval_seconds)
-    finally:
-        wakeup.follow(None)
-        if stopped:
-            runtime.controllers.pop((namespace, name), None)
-
-
-async def _follow_secret(runtime: Runtime, controller: QueueController,
-                         body: kopf.Body) -> QueueController:
-    """Re-read the database Secret (a rotated password): on a change, use the new URL and roll
-    the worker pods so that they start with it."""
-    ref = controller.spec.database.secret_ref
-    try:
-        conninfo = await asyncio.to_thread(runtime.kube.secret_value, controller.namespace,
-                                           ref.name, ref.key)
-    except Exception:  # missing now, or the API is away: keep the URL we have
-        return controller
-    if conninfo == controller.store.conninfo:
-        return controller
-    changed = runtime.controller(body, controller.spec, conninfo)
-    changed.post_event("Normal", "DatabaseSecretChanged",
-                       f"Secret {ref.name} changed: using the new URL and rolling the worker pods")
-    await asyncio.to_thread(apply_worker_deployment, changed, body)
-    return changed
-
-
-async def _pause(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
-    """Until a NOTIFY wakes the loop, the daemon is stopped, or ``seconds`` have passed."""
-    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(seconds))}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-class WakeUp:
-    """Keeps the daemon's wake event subscribed to its controller's database and queue."""
-
-    def __init__(self, runtime: Runtime, wake: asyncio.Event) -> None:
-        self.runtime, self.wake = runtime, wake
-        self.current: tuple[str, str] | None = None
-
-    def follow(self, controller: QueueController | None) -> None:
-        wanted = (controller.store.conninfo, controller.queue_name) if controller else None
-        if wanted == self.current or not self.runtime.listen:
-            return
-        if self.current is not None:
-            self.runtime.notifier(self.current[0]).unsubscribe(self.current[1], self.wake)
-        if wanted is not None:
-            self.runtime.notifier(wanted[0]).subscribe(wanted[1], self.wake)
-        self.current = wanted
-
-
-class ScaleLoop:
-    """One step and, when due, a sweep; errors become conditions and Events on transitions."""
-
-    def __init__(self) -> None:
-        self.next_sweep = utcnow()
-        self.failing: str | None = None  # the kind of the last error, while it lasts
-
-    def sweep_due(self) -> bool:
-        return utcnow() >= self.next_sweep
-
-    async def run_once(self, controller: QueueController, body: kopf.Body,
-                       pods: dict[str, str]) -> None:
-        try:
-            await asyncio.to_thread(controller.step, utcnow(), pods)
-            if self.sweep_due():
-                await asyncio.to_thread(controller.sweep, pods)
-                interval = controller.spec.lost_tasks.sweep_interval_seconds
-                self.next_sweep = utcnow() + timedelta(seconds=interval)
-        except DeploymentMissing as error:
-            controller.post_event("Warning", "DeploymentMissing", f"{error}; creating it again")
-            await asyncio.to_thread(apply_worker_deployment, controller, body)
-        except psycopg.Error as error:
-            await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", error)
-        except Exception as error:  # the API server restarting, throttling, ...: try again
-            log.exception("scaling step failed", extra={"taskqueue": controller.name})
-            await self.failed(controller, "ScalingFailed", "Scaling", error)
-        else:
-            if self.failing == "DatabaseUnreachable":
-                controller.post_event("Normal", "DatabaseReachable", "the database answers again")
-            self.failing = None
-
-    async def failed(self, controller: QueueController, reason: str, condition: str,
-                     error: Exception) -> None:
-        message = str(error).strip() or type(error).__name__
-        if self.failing != reason:
-            controller.post_event("Warning", reason, message)
-        self.failing = reason
-        controller.set_condition(condition, False, reason, message)
-        with contextlib.suppress(Exception):  # the status is best effort while failing
-            await asyncio.to_thread(controller.write_status, utcnow())
-
-
-async def _wait_for_controller(runtime: Runtime, key: tuple[str, str],
-                               stopped: kopf.DaemonStopped) -> QueueController | None:
-    """The reconcile handler makes the controller once the database Secret is readable."""
-    while not stopped:
-        if key in runtime.controllers:
-            return runtime.controllers[key]
-        await asyncio.sleep(0.5)
-    return None
+    queue_namespace: str = namespace
+    await run_queue_loop(memo[RUNTIME_KEY], (queue_namespace, name), body, stopped,
+                         lambda: live_pods(pods_index, queue_namespace, name))
 
 
 @kopf.on.event("pods", labels=MANAGED_BY)
@@ -278,7 +145,7 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels,
         controller.store.requeue_pod, loss.pod_uid, reason=loss.reason,
         max_lost=controller.spec.lost_tasks.max_lost, claimed_before=loss.claimed_before)
     if moved:
-        metrics.REQUEUED.labels(controller.namespace, controller.name, "pod").inc(len(moved))
+        queue_metrics.REQUEUED.labels(controller.namespace, controller.name, "pod").inc(len(moved))
         failed = [t.task_id for t in moved if t.state == "FAILED"]
         message = f"{loss.reason}: put back {len(moved) - len(failed)} task(s)"
         if failed:

@@ -10,9 +10,9 @@ from typing import Any, cast
 import kopf
 
 from kubetasks.store import Store
+from kubetasks_operator.controller import EventPoster, QueueController
 from kubetasks_operator.kube import Kube
-from kubetasks_operator.listener import Notifier
-from kubetasks_operator.scaler import EventPoster, QueueController
+from kubetasks_operator.notifier import Notifier
 from kubetasks_operator.spec import TaskQueueSpec, queue_name
 
 Key = tuple[str, str]  # (namespace, TaskQueue name)
@@ -49,7 +49,7 @@ class Runtime:
 
     def notifier(self, conninfo: str) -> Notifier:
         if conninfo not in self.notifiers:
-            self.notifiers[conninfo] = Notifier(conninfo)
+            self.notifiers[conninfo] = Notifier(self.store(conninfo))
         return self.notifiers[conninfo]
 
     def controller(self, body: Mapping[str, Any], spec: TaskQueueSpec, conninfo: str) -> QueueController:

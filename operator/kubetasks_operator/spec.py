@@ -3,11 +3,12 @@ mirrors its defaults so that a spec read before defaulting means the same thing)
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kubetasks.parsing import parse_duration
 
 GROUP = "kubetasks.io"
 VERSION = "v1alpha1"
@@ -102,11 +103,8 @@ def queue_name(spec: TaskQueueSpec, taskqueue_name: str) -> str:
     return spec.queue_name or taskqueue_name
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_retention(text: str) -> timedelta:
-    match = re.fullmatch(r"([0-9]+)([smhd])", text)
-    if not match:
-        raise InvalidSpec(f"retention {text!r} is invalid: use e.g. 90s, 15m, 12h or 7d")
-    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise InvalidSpec(f"retention {text!r} is invalid: use e.g. 90s, 15m, 12h or 7d") from None

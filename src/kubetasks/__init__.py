@@ -16,8 +16,8 @@ from kubetasks.exceptions import (
     TaskResultDoesNotExist,
     UnknownTaskError,
 )
-from kubetasks.result import TaskError, TaskResult, TaskResultStatus
-from kubetasks.task import Task, TaskContext, task
+from kubetasks.result import TaskContext, TaskError, TaskResult, TaskResultStatus
+from kubetasks.task import Task, task
 
 __all__ = [
     "ConfigurationError",

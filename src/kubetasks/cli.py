@@ -14,6 +14,7 @@ from kubetasks.backends import PostgresBackend
 from kubetasks.config import Settings
 from kubetasks.exceptions import KubeTasksError
 from kubetasks.migrations import migrate
+from kubetasks.parsing import parse_duration
 from kubetasks.store import Store
 
 
@@ -22,16 +23,11 @@ def database_url(args: argparse.Namespace) -> str:
     return str(args.database_url or Settings.from_env().database_url)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``12h``, ``7d`` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+def duration_argument(text: str) -> timedelta:
     try:
-        if text[-1:] in units:
-            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
-        return timedelta(seconds=float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"duration {text!r} is invalid: use e.g. 90s, 15m, 12h or 7d") from None
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -62,7 +58,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     for module in args.imports:
         importlib.import_module(module)
-    from kubetasks.execution import resolve_task
+    from kubetasks.task import resolve_task
 
     task = resolve_task(args.task)
     try:
@@ -151,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     requeue = sub.add_parser("requeue", help="put back RUNNING tasks of a dead pod or stale heartbeat")
     requeue.add_argument("--pod-uid")
-    requeue.add_argument("--stale", type=parse_duration, default=timedelta(minutes=5))
+    requeue.add_argument("--stale", type=duration_argument, default=timedelta(minutes=5))
     requeue.add_argument("--queue")
     requeue.add_argument("--max-lost", type=int, default=3)
     requeue.set_defaults(func=cmd_requeue)
 
     prune = sub.add_parser("prune", help="delete finished tasks past their retention")
-    prune.add_argument("--successful", type=parse_duration, default=timedelta(days=7))
-    prune.add_argument("--failed", type=parse_duration, default=timedelta(days=30))
+    prune.add_argument("--successful", type=duration_argument, default=timedelta(days=7))
+    prune.add_argument("--failed", type=duration_argument, default=timedelta(days=30))
     prune.add_argument("--queue")
     prune.set_defaults(func=cmd_prune)
     return parser

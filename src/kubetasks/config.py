@@ -11,6 +11,7 @@ from typing import Any
 
 from kubetasks.backends import Backend, DummyBackend, ImmediateBackend, PostgresBackend
 from kubetasks.exceptions import ConfigurationError
+from kubetasks.parsing import parse_names
 from kubetasks.result import TaskResult
 from kubetasks.store import Store
 
@@ -41,7 +42,7 @@ class Settings:
         queues = env.get("KUBETASKS_QUEUES")
         return cls(
             backend=backend, database_url=url,
-            queues=frozenset(q.strip() for q in queues.split(",") if q.strip()) if queues else None,
+            queues=frozenset(parse_names(queues)) if queues else None,
         )
 
 

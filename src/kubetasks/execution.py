@@ -6,23 +6,13 @@ import asyncio
 import inspect
 import traceback
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubetasks.exceptions import UnknownTaskError
 from kubetasks.payload import check_json, dumps
-from kubetasks.result import TaskError, TaskResult, TaskResultStatus
-from kubetasks.task import Task, TaskContext, registry
+from kubetasks.result import TaskContext, TaskError, TaskResult, TaskResultStatus
 
-
-def resolve_task(task_name: str) -> Task[..., Any]:
-    """The registered task of that name. Never imports anything named by the database."""
-    found = registry.get(task_name)
-    if found is None:
-        known = ", ".join(sorted(registry)) or "none"
-        raise UnknownTaskError(
-            f"task {task_name!r} is not registered in this process (registered: {known}); "
-            "import the module that defines it (kubetasks worker --import ...)")
-    return found
+if TYPE_CHECKING:
+    from kubetasks.task import Task
 
 
 def call_arguments(task: Task[..., Any], result: TaskResult[Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -40,22 +30,9 @@ def encode_return(task_name: str, value: Any) -> str:
 
 def error_from_exception(error: BaseException, *, attempt: int | None = None,
                          worker_id: str | None = None) -> TaskError:
-    kind = type(error)
-    return TaskError(
-        exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
-        traceback="".join(traceback.format_exception(error)),
-        message=_safe_str(error),
-        attempt=attempt,
-        worker_id=worker_id,
-    )
-
-
-def error_json(error: TaskError) -> str:
-    return dumps({
-        "exception_class_path": error.exception_class_path, "traceback": error.traceback,
-        "message": error.message, "attempt": error.attempt, "worker_id": error.worker_id,
-        "at": datetime.now(UTC).isoformat(),
-    })
+    return TaskError.of_class(type(error), _safe_str(error),
+                              traceback="".join(traceback.format_exception(error)),
+                              attempt=attempt, worker_id=worker_id)
 
 
 def _safe_str(error: BaseException) -> str:
@@ -65,14 +42,13 @@ def _safe_str(error: BaseException) -> str:
         return f"<str() of {type(error).__qualname__} failed: {type(broken).__qualname__}>"
 
 
-def run_inline(result: TaskResult[Any]) -> None:
-    """Run the task of ``result`` now, in this thread, and record the outcome on it."""
+def run_inline(task: Task[..., Any], result: TaskResult[Any]) -> None:
+    """Run ``task`` for ``result`` now, in this thread, and record the outcome on the result."""
     now = datetime.now(UTC)
     result.status = TaskResultStatus.RUNNING
     result.started_at = result.last_attempted_at = now
     result.attempts += 1
     try:
-        task = resolve_task(result.task_name)
         args, kwargs = call_arguments(task, result)
         value = task.func(*args, **kwargs)
         if inspect.isawaitable(value):

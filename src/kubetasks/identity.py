@@ -17,7 +17,6 @@ class WorkerIdentity:
     pod_name: str
     pod_uid: str
     nonce: str
-    node_name: str = ""
 
     @property
     def worker_id(self) -> str:
@@ -25,7 +24,7 @@ class WorkerIdentity:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerIdentity:
-        """From ``POD_NAME``, ``POD_UID`` and ``NODE_NAME``; outside Kubernetes the host name
+        """From ``POD_NAME`` and ``POD_UID``; outside Kubernetes the host name
         stands in for the pod and the pod UID, so restarts on one host still find their tasks."""
         env = os.environ if env is None else env
         host = socket.gethostname()
@@ -34,5 +33,4 @@ class WorkerIdentity:
             pod_name=pod_name,
             pod_uid=env.get("POD_UID") or f"host:{pod_name}",
             nonce=secrets.token_hex(6),
-            node_name=env.get("NODE_NAME", ""),
         )

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from kubetasks.payload import JSON
-from kubetasks.result import TaskError, TaskResultStatus
+from kubetasks.result import ResultSource, TaskError, TaskResult, TaskResultStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,26 @@ class TaskRecord:
         return cls(**values)
 
 
+def to_result(record: TaskRecord, backend: ResultSource) -> TaskResult[Any]:
+    """The public view of a row, read back through ``backend`` on ``refresh()``."""
+    return TaskResult(
+        id=str(record.id), task_name=record.task_name, status=record.state,
+        queue_name=record.queue_name, priority=record.priority, args=record.args,
+        kwargs=record.kwargs, backend=backend, context=record.context,
+        enqueued_at=record.enqueued_at, run_after=record.run_after,
+        expected_at=record.expected_at, started_at=record.started_at,
+        last_attempted_at=record.last_attempted_at, finished_at=record.finished_at,
+        attempts=record.attempts, max_attempts=record.max_attempts,
+        lost_count=record.lost_count, errors=record.errors, worker_ids=record.worker_ids,
+        _return_value=record.return_value,
+    )
+
+
+def task_fields(record: TaskRecord) -> dict[str, Any]:
+    """The ``extra=`` of every log line about a task."""
+    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """What the scaler and ``kubetasks status`` see of one queue."""
@@ -60,8 +80,6 @@ class QueueStats:
     running: int
     overdue: int
     next_deadline: datetime | None
-    next_run_after: datetime | None
-    oldest_ready_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +87,6 @@ class DeadlineWork:
     """A READY task with a deadline, and the estimated seconds of work (and the number of tasks)
     up to and including it in claim order."""
 
-    task_id: int
     expected_at: datetime
     estimate_seconds: float
     work_seconds: float

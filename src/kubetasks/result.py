@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from kubetasks.payload import JSON
-
-if TYPE_CHECKING:
-    from kubetasks.backends.base import Backend
+from kubetasks.payload import JSON, dumps
 
 T = TypeVar("T")
+
+
+class ResultSource(Protocol):
+    """Where a result is read back from: every backend is one."""
+
+    def get_result(self, result_id: str) -> TaskResult[Any]: ...
 
 
 class TaskResultStatus(StrEnum):
@@ -50,6 +53,21 @@ class TaskError:
             worker_id=data.get("worker_id"),
         )
 
+    def to_json(self) -> str:
+        """As stored in a task's ``errors`` list, with the time it was recorded."""
+        return dumps({
+            "exception_class_path": self.exception_class_path, "traceback": self.traceback,
+            "message": self.message, "attempt": self.attempt, "worker_id": self.worker_id,
+            "at": datetime.now(UTC).isoformat(),
+        })
+
+    @classmethod
+    def of_class(cls, kind: type[BaseException], message: str, *, traceback: str = "",
+                 attempt: int | None = None, worker_id: str | None = None) -> TaskError:
+        """An error of exception class ``kind``, recorded by its importable path."""
+        return cls(exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+                   traceback=traceback, message=message, attempt=attempt, worker_id=worker_id)
+
 
 @dataclass(eq=False)
 class TaskResult(Generic[T]):
@@ -68,7 +86,7 @@ class TaskResult(Generic[T]):
     priority: int
     args: list[JSON]
     kwargs: dict[str, JSON]
-    backend: Backend = field(repr=False)
+    backend: ResultSource = field(repr=False)
     context: dict[str, JSON] = field(default_factory=dict)
     enqueued_at: datetime | None = None
     run_after: datetime | None = None
@@ -110,3 +128,15 @@ class TaskResult(Generic[T]):
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Passed as the first argument to tasks defined with ``takes_context=True``."""
+
+    task_result: TaskResult[Any]
+    context: dict[str, JSON]
+
+    @property
+    def attempt(self) -> int:
+        return self.task_result.attempts

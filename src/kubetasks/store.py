@@ -6,11 +6,12 @@ The client, the worker and the operator all go through this class; no other modu
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
@@ -18,14 +19,33 @@ from psycopg.rows import dict_row
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
-from kubetasks.exceptions import TaskResultDoesNotExist
+from kubetasks.exceptions import TaskLost, TaskResultDoesNotExist
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
 from kubetasks.request import EnqueueRequest
+from kubetasks.result import TaskError, TaskResultStatus
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "kubetasks"
 """NOTIFY channel; the payload is the queue name that got work."""
+
+CLAIM_ORDER = "priority DESC, expected_at ASC NULLS LAST, run_after, id"
+"""The order in which a queue's due tasks are claimed: higher priority first, then the earliest
+deadline, then the earliest due. The claim index and every statement that follows the order
+spell it this way (a test holds them to it)."""
+
+MIGRATION_LOCK = 0x6B756265_7461736B & 0x7FFFFFFFFFFFFFFF  # "kubetask", as a bigint
+
+DatabaseError = psycopg.Error
+"""Anything PostgreSQL or the driver refused; callers catch it without importing the driver."""
+
+DATABASE_AWAY: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,          # connection lost, server shutting down, pool timeout
+    psycopg.errors.ReadOnlySqlTransaction,  # a primary failing over to a standby
+)
+"""Errors that mean "the database cannot take this now": try again later, lose nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +136,7 @@ class Store:
         return TaskRecord.from_row(rows[0])
 
     def list_tasks(self, *, queue_name: str | None = None, state: str | None = None,
-             limit: int = 50) -> list[TaskRecord]:
+                   limit: int = 50) -> list[TaskRecord]:
         rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
         return [TaskRecord.from_row(row) for row in rows]
 
@@ -128,16 +148,14 @@ class Store:
 
     def claim(self, queue_names: Sequence[str], limit: int, worker: WorkerIdentity,
               ) -> list[TaskRecord]:
-        """Claim up to ``limit`` due tasks in claim order; concurrent claimers skip locked rows.
-        Each queue's claim-order index is walked, so the cost stays flat as the backlog grows."""
+        """Claim up to ``limit`` due tasks, returned in claim order; concurrent claimers skip
+        locked rows. Each queue's claim-order index is walked, so the cost stays flat as the
+        backlog grows."""
         rows = self._rows("claim_tasks", {
             "queue_names": sorted(set(queue_names)), "limit": limit, "pod_name": worker.pod_name,
             "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id,
         })
-        records = [TaskRecord.from_row(row) for row in rows]
-        records.sort(key=lambda r: (-r.priority, r.expected_at is None, r.expected_at or r.run_after,
-                                    r.run_after, r.id))
-        return records
+        return [TaskRecord.from_row(row) for row in sorted(rows, key=lambda row: row["claim_rank"])]
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
         """Record successes; returns the claims that were still held (the others were lost)."""
@@ -196,10 +214,12 @@ class Store:
         if not ids:
             return []
         with self.connection() as conn, conn.transaction():
-            rows = self._rows("requeue_lost", {"claim_ids": ids, "reason": reason,
-                                               "max_lost": max_lost}, conn)
+            rows = self._rows("requeue_lost", {
+                "claim_ids": ids, "error": TaskError.of_class(TaskLost, reason).to_json(),
+                "max_lost": max_lost}, conn)
             self._notify(conn, {r["queue_name"] for r in rows if r["state"] == "READY"})
-        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], r["state"]) for r in rows]
+        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], TaskResultStatus(r["state"]))
+                for r in rows]
 
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
                     except_nonce: str | None = None,
@@ -245,8 +265,7 @@ class Store:
         rows = self._rows("deadline_work", {
             "queue_name": queue_name, "horizon": horizon, "default_seconds": default_seconds,
             "scan_limit": scan_limit, "limit": limit})
-        return [DeadlineWork(r["id"], r["expected_at"], r["estimate_seconds"], r["work_seconds"],
-                             r["position"]) for r in rows]
+        return [DeadlineWork(**row) for row in rows]
 
     def backlog_work(self, queue_name: str, *, default_seconds: float = 1.0) -> float:
         """Estimated seconds of work of the queue's due and running tasks."""
@@ -273,9 +292,9 @@ class Store:
 
     def _notify(self, conn: psycopg.Connection[Any], queue_names: set[str]) -> None:
         if queue_names:
-            self._rows("notify_queues", {"queue_names": sorted(queue_names)}, conn)
+            self._rows("notify_queues", {"channel": CHANNEL, "queue_names": sorted(queue_names)}, conn)
 
-    # -- worker additions --
+    # -- notifications ---------------------------------------------------------------
 
     def listen(self) -> psycopg.Connection[dict[str, Any]]:
         """A dedicated connection LISTENing on ``CHANNEL``. The caller closes it."""
@@ -286,6 +305,56 @@ class Store:
             conn.close()
             raise
         return conn
+
+    async def listen_async(self) -> psycopg.AsyncConnection[Any]:
+        """The same on an asyncio connection (the operator's). The caller closes it."""
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        try:
+            await conn.execute(query("listen_for_tasks"))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+
+class SchemaChange(Protocol):
+    """One numbered migration file."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def sql(self) -> str: ...
+
+
+def apply_migrations(changes: Iterable[SchemaChange], *, conninfo: str = "",
+                     connection: psycopg.Connection[Any] | None = None) -> list[int]:
+    """Apply, in order, the changes not yet recorded in ``kubetasks_migrations``, each in its
+    own transaction under an advisory lock; returns the versions applied."""
+    conn = connection or psycopg.connect(conninfo)
+    try:
+        done = []
+        for change in changes:
+            if _apply_once(conn, change):
+                done.append(change.version)
+        return done
+    finally:
+        if connection is None:
+            conn.close()
+
+
+def _apply_once(conn: psycopg.Connection[Any], change: SchemaChange) -> bool:
+    with conn.transaction():
+        conn.execute(query("lock_migrations"), {"lock_key": MIGRATION_LOCK})
+        conn.execute(query("create_migrations_table"))
+        applied = {row[0] for row in conn.execute(query("applied_migrations"))}
+        if change.version in applied:
+            return False
+        log.info("applying migration %04d_%s", change.version, change.name)
+        conn.execute(change.sql.encode())  # bytes: the file's % signs are not placeholders
+        conn.execute(query("record_migration"), {"version": change.version, "name": change.name})
+        return True
 
 
 def _task_id(task_id: int | str) -> int:

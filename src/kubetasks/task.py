@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
-from kubetasks.exceptions import InvalidTaskError
+from kubetasks.backoff import Backoff, as_backoff
+from kubetasks.exceptions import InvalidTaskError, UnknownTaskError
 from kubetasks.payload import JSON
 from kubetasks.request import (
     EnqueueRequest,
@@ -21,8 +22,7 @@ from kubetasks.request import (
     check_priority,
     check_queue_name,
 )
-from kubetasks.result import TaskResult
-from kubetasks.retry import Backoff, as_backoff
+from kubetasks.result import TaskContext, TaskResult
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,18 +37,6 @@ log = logging.getLogger(__name__)
 
 registry: dict[str, Task[..., Any]] = {}
 """Every task defined in this process, by name. Workers run only tasks found here."""
-
-
-@dataclass(frozen=True, slots=True)
-class TaskContext:
-    """Passed as the first argument to tasks defined with ``takes_context=True``."""
-
-    task_result: TaskResult[Any]
-    context: dict[str, JSON]
-
-    @property
-    def attempt(self) -> int:
-        return self.task_result.attempts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,13 +152,10 @@ class Task(Generic[P, T]):
     def _enqueue_calls(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
                        ) -> list[TaskResult[T]]:
         backend = self.get_backend()
+        backend.validate_task(self, connection=self.connection)
         now = datetime.now(UTC)
         requests = [self.request(args, kwargs, backend=backend, now=now) for args, kwargs in calls]
-        return backend.enqueue_many(requests, connection=self.connection)
-
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> T | Awaitable[T]:
-        """Run the function directly, in this process, now."""
-        return self.func(*args, **kwargs)
+        return backend.enqueue_many(self, requests, connection=self.connection)
 
 
 @overload
@@ -246,3 +231,14 @@ def register(defined: Task[..., Any]) -> None:
                 f"{existing_func.__qualname__}; pass name=... to tell them apart")
         log.debug("task %s redefined (module reloaded)", defined.name)
     registry[defined.name] = defined
+
+
+def resolve_task(task_name: str) -> Task[..., Any]:
+    """The registered task of that name. Never imports anything named by the database."""
+    found = registry.get(task_name)
+    if found is None:
+        known = ", ".join(sorted(registry)) or "none"
+        raise UnknownTaskError(
+            f"task {task_name!r} is not registered in this process (registered: {known}); "
+            "import the module that defines it (kubetasks worker --import ...)")
+    return found

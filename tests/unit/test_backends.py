@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -147,3 +148,20 @@ def test_using_returns_a_modified_copy() -> None:
     urgent = greet.using(priority=50, queue_name="urgent")
     assert (urgent.priority, urgent.queue_name) == (50, "urgent")
     assert (greet.priority, greet.queue_name) == (0, "emails")
+
+
+def test_immediate_refuses_to_defer_naming_the_value(immediate: ImmediateBackend) -> None:
+    with pytest.raises(InvalidTaskError, match=r"run_after 60s \(a delay\) cannot be honoured: "
+                                               "the immediate backend does not defer tasks"):
+        greet.using(run_after=timedelta(minutes=1)).enqueue("x")
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidTaskError, match="run_after 2030-01-01T00:00:00[+]00:00 cannot"):
+        greet.using(run_after=later).enqueue("x")
+    assert immediate.results == []
+
+
+def test_dummy_records_a_deferred_task_as_the_database_would(dummy: DummyBackend) -> None:
+    result = greet.using(run_after=timedelta(minutes=1)).enqueue("x")
+    assert result.status == TaskResultStatus.READY
+    assert result.run_after is not None and result.enqueued_at is not None
+    assert result.run_after - result.enqueued_at >= timedelta(seconds=59)

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubetasks import InvalidTaskError
-from kubetasks.retry import ExponentialBackoff, PatternBackoff, as_backoff
+from kubetasks.backoff import ExponentialBackoff, PatternBackoff, as_backoff
 
 
 @given(attempt=st.integers(min_value=1, max_value=200))

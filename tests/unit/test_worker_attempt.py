@@ -11,17 +11,14 @@ from uuid import uuid4
 import pytest
 
 from kubetasks import TaskContext, task
-from kubetasks.backends import PostgresBackend
 from kubetasks.exceptions import InvalidTaskError, TaskTimeout, UnknownTaskError
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
-from kubetasks.store import Store
 from kubetasks.worker.attempt import Failed, Succeeded, prepare, run_async, run_sync
 from kubetasks.worker.metrics import task_label
 from kubetasks.worker.threads import TaskThreads
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-BACKEND = PostgresBackend(Store("dbname=never-opened"))  # the pool opens on first use only
 
 
 @task(name="unit.add")
@@ -66,19 +63,19 @@ def record(task_name: str, args: Any = (), kwargs: Any = None, attempts: int = 1
 
 
 def test_prepare_binds_stored_arguments() -> None:
-    call = prepare(record("unit.add", (1,), {"b": 2}), BACKEND)
+    call = prepare(record("unit.add", (1,), {"b": 2}))
     assert call.task is add and (call.args, call.kwargs) == ([1], {"b": 2})
     assert run_sync(call) == Succeeded("3", pytest.approx(0, abs=0.1))
 
 
 def test_prepare_passes_the_context_first() -> None:
-    result = run_sync(prepare(record("unit.greet", ("ada",), attempts=2), BACKEND))
+    result = run_sync(prepare(record("unit.greet", ("ada",), attempts=2)))
     assert isinstance(result, Succeeded) and result.return_json == '"hello ada, attempt 2"'
 
 
 def test_prepare_refuses_unregistered_names_without_importing_them() -> None:
     with pytest.raises(UnknownTaskError, match="'os.system' is not registered in this process"):
-        prepare(record("os.system", ("true",)), BACKEND)
+        prepare(record("os.system", ("true",)))
 
 
 @pytest.mark.parametrize(("args", "kwargs", "message"), [
@@ -88,7 +85,7 @@ def test_prepare_refuses_unregistered_names_without_importing_them() -> None:
 ])
 def test_prepare_refuses_arguments_that_do_not_fit(args: Any, kwargs: Any, message: str) -> None:
     with pytest.raises(InvalidTaskError, match=message):
-        prepare(record("unit.add", args, kwargs), BACKEND)
+        prepare(record("unit.add", args, kwargs))
 
 
 @pytest.mark.parametrize(("value", "error", "message"), [
@@ -99,32 +96,32 @@ def test_prepare_refuses_arguments_that_do_not_fit(args: Any, kwargs: Any, messa
 ])
 def test_a_return_value_that_cannot_be_stored_fails_the_attempt(
         value: Any, error: type[Exception], message: str) -> None:
-    result = run_sync(prepare(record("unit.returns", (value,)), BACKEND))
+    result = run_sync(prepare(record("unit.returns", (value,))))
     assert isinstance(result, Failed) and isinstance(result.error, error)
     assert message in str(result.error)
 
 
 def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
-    call = prepare(record("unit.returns", ("\\u0000",)), BACKEND)
+    call = prepare(record("unit.returns", ("\\u0000",)))
     assert run_sync(call) == Succeeded('"\\\\u0000"', pytest.approx(0, abs=0.1))
 
 
 def test_system_exit_from_a_task_is_a_failure_not_the_end_of_the_thread() -> None:
-    result = run_sync(prepare(record("unit.exits"), BACKEND))
+    result = run_sync(prepare(record("unit.exits")))
     assert isinstance(result, Failed) and isinstance(result.error, SystemExit)
 
 
 def test_async_task_within_and_past_its_timeout() -> None:
-    fast = asyncio.run(run_async(prepare(record("unit.sleepy", (0,)), BACKEND)))
+    fast = asyncio.run(run_async(prepare(record("unit.sleepy", (0,)))))
     assert isinstance(fast, Succeeded) and fast.return_json == '"awake"'
-    slow = asyncio.run(run_async(prepare(record("unit.sleepy", (5,)), BACKEND)))
+    slow = asyncio.run(run_async(prepare(record("unit.sleepy", (5,)))))
     assert isinstance(slow, Failed) and isinstance(slow.error, TaskTimeout)
     assert "ran longer than its timeout of 0.05 s" in str(slow.error)
     assert slow.seconds < 1
 
 
 def test_a_timeout_error_raised_by_the_task_itself_is_kept() -> None:
-    result = asyncio.run(run_async(prepare(record("unit.raises_timeout_error"), BACKEND)))
+    result = asyncio.run(run_async(prepare(record("unit.raises_timeout_error"))))
     assert isinstance(result, Failed) and type(result.error) is TimeoutError
 
 

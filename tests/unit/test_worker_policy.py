@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import pytest
 
+from kubetasks.backoff import ExponentialBackoff, PatternBackoff
 from kubetasks.exceptions import (
     FailNow,
     InvalidTaskError,
@@ -17,16 +18,15 @@ from kubetasks.exceptions import (
 )
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
-from kubetasks.retry import ExponentialBackoff, PatternBackoff
 from kubetasks.worker.policy import (
     MIN_IDLE_WAIT,
     FailTask,
     PutBack,
     RetryAt,
     after_failure,
-    database_retry_delay,
     idle_wait,
     queue_wait,
+    reconnect_delay,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -117,6 +117,6 @@ def test_queue_wait_counts_from_when_the_task_could_first_run() -> None:
     assert queue_wait(record(last_attempted_at=None)) == 0
 
 
-def test_database_retry_delay_backs_off_up_to_five_seconds() -> None:
-    delays = [database_retry_delay(n) for n in range(1, 10)]
+def test_reconnect_delay_backs_off_up_to_five_seconds() -> None:
+    delays = [reconnect_delay(n) for n in range(1, 10)]
     assert delays[0] == 0.1 and delays == sorted(delays) and delays[-1] == 5.0

@@ -6,36 +6,57 @@ import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import psycopg
-
-from kubetasks.exceptions import ConfigurationError, TaskResultDoesNotExist
+from kubetasks.exceptions import ConfigurationError, InvalidTaskError, TaskResultDoesNotExist
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult, TaskResultStatus
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.task import Task
 
 
 class Backend(ABC):
     """Stores enqueued tasks and reads their results back.
 
-    The capability flags say what a backend can do, so callers never test its class.
+    The capability flags say what a backend can do, so callers never test its class;
+    ``validate_task`` refuses, before anything is written, a call that needs one it lacks.
     """
 
     name: ClassVar[str]
     supports_defer: ClassVar[bool] = True
+    """``run_after`` is honoured: the task waits until then."""
     supports_async_task: ClassVar[bool] = True
-    supports_get_result: ClassVar[bool] = True
-    supports_priority: ClassVar[bool] = True
+    """``async def`` tasks can run."""
     supports_transactions: ClassVar[bool] = False
+    """``using(connection=...)`` enqueues inside the caller's database transaction."""
 
     def __init__(self, *, allowed_queues: Iterable[str] | None = None) -> None:
         self.allowed_queues = frozenset(allowed_queues) if allowed_queues is not None else None
 
+    def validate_task(self, task: Task[..., Any], *, connection: object = None) -> None:
+        """Refuse, naming the value, what this backend cannot do (as Django's backends do)."""
+        if task.run_after is not None and not self.supports_defer:
+            raise InvalidTaskError(
+                f"run_after {_shown(task.run_after)} cannot be honoured: the {self.name} backend "
+                "does not defer tasks; enqueue without run_after, or configure the postgres "
+                "backend (KUBETASKS_DATABASE_URL)")
+        if task.is_async and not self.supports_async_task:
+            raise InvalidTaskError(
+                f"task {task.name} is async, which the {self.name} backend cannot run")
+        if connection is not None and not self.supports_transactions:
+            raise ConfigurationError(
+                f"the {self.name} backend cannot enqueue on a database connection; configure "
+                "the postgres backend (KUBETASKS_DATABASE_URL) for transactional enqueue")
+
     @abstractmethod
-    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+    def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        """Write the requests (already validated) and return their results."""
+        """Write the calls of ``task`` (already validated into ``requests``) and return their
+        results."""
 
     @abstractmethod
     def get_result(self, result_id: str) -> TaskResult[Any]:
@@ -88,8 +109,6 @@ class MemoryBackend(Backend):
             self._results[result.id] = result
         return result
 
-    def refuse_connection(self, connection: object) -> None:
-        if connection is not None:
-            raise ConfigurationError(
-                f"the {self.name} backend cannot enqueue on a database connection; configure "
-                "the postgres backend (KUBETASKS_DATABASE_URL) for transactional enqueue")
+
+def _shown(when: datetime | timedelta) -> str:
+    return when.isoformat() if isinstance(when, datetime) else f"{when.total_seconds():g}s (a delay)"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from kubetasks.backends.base import MemoryBackend
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.task import Task
 
 
 class DummyBackend(MemoryBackend):
@@ -24,7 +27,6 @@ class DummyBackend(MemoryBackend):
 
     name = "dummy"
 
-    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+    def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        self.refuse_connection(connection)
         return [self.record(request) for request in requests]

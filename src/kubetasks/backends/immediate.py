@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from kubetasks.backends.base import MemoryBackend
 from kubetasks.execution import run_inline
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult
 
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.task import Task
+
 
 class ImmediateBackend(MemoryBackend):
     """The default without a database, so an application works before its infrastructure.
 
     The task runs once, in the caller's thread, before ``enqueue`` returns; a failure is
-    recorded on the result (status FAILED, ``errors``), not raised. ``run_after`` and
-    ``expected_at`` are recorded but do not delay the run.
+    recorded on the result (status FAILED, ``errors``), not raised. A ``run_after`` is refused
+    (it could not delay the run); ``expected_at`` is recorded.
     """
 
     name = "immediate"
     supports_defer = False
 
-    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+    def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        self.refuse_connection(connection)
         results = [self.record(request) for request in requests]
         for result in results:
-            run_inline(result)
+            run_inline(task, result)
         return results

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from kubetasks.backends.base import Backend
-from kubetasks.records import TaskRecord
+from kubetasks.records import to_result
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult
 from kubetasks.store import Store
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from kubetasks.task import Task
 
 
 class PostgresBackend(Backend):
@@ -24,25 +27,13 @@ class PostgresBackend(Backend):
         super().__init__(allowed_queues=allowed_queues)
         self.store = store
 
-    def enqueue_many(self, requests: Sequence[EnqueueRequest], *,
+    def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        return [self.to_result(record) for record in self.store.enqueue(requests, connection=connection)]
+        records = self.store.enqueue(requests, connection=connection)
+        return [to_result(record, self) for record in records]
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
-        return self.to_result(self.store.get(result_id))
-
-    def to_result(self, record: TaskRecord) -> TaskResult[Any]:
-        return TaskResult(
-            id=str(record.id), task_name=record.task_name, status=record.state,
-            queue_name=record.queue_name, priority=record.priority, args=record.args,
-            kwargs=record.kwargs, backend=self, context=record.context,
-            enqueued_at=record.enqueued_at, run_after=record.run_after,
-            expected_at=record.expected_at, started_at=record.started_at,
-            last_attempted_at=record.last_attempted_at, finished_at=record.finished_at,
-            attempts=record.attempts, max_attempts=record.max_attempts,
-            lost_count=record.lost_count, errors=record.errors, worker_ids=record.worker_ids,
-            _return_value=record.return_value,
-        )
+        return to_result(self.store.get(result_id), self)
 
     def close(self) -> None:
         self.store.close()

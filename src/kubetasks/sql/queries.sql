@@ -31,18 +31,22 @@ LIMIT %(limit)s;
 -- Each queue's claim-order index is walked through LATERAL, then the best `limit` rows across
 -- the queues are claimed. (With `queue_name = ANY(...)` the planner sorts every ready row, so a
 -- claim would cost more as the backlog grows.) SKIP LOCKED inside the LATERAL lets concurrent
--- claimers pass each other.
+-- claimers pass each other. Each claimed row carries its rank in claim order (UPDATE returns rows
+-- in no particular order).
 WITH picked AS (
-    SELECT c.id FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
-    CROSS JOIN LATERAL (
-        SELECT id, priority, expected_at, run_after FROM kubetasks_tasks
-        WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
-        ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id
-    LIMIT %(limit)s
+    SELECT id, claim_rank FROM (
+        SELECT c.id, row_number() OVER (
+            ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id) AS claim_rank
+        FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, expected_at, run_after FROM kubetasks_tasks
+            WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
+            ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+    ) AS ranked
+    WHERE claim_rank <= %(limit)s
 )
 UPDATE kubetasks_tasks AS t
 SET state = 'RUNNING',
@@ -57,7 +61,7 @@ SET state = 'RUNNING',
     heartbeat_at = now()
 FROM picked
 WHERE t.id = picked.id
-RETURNING t.*;
+RETURNING t.*, picked.claim_rank;
 
 -- name: complete_tasks
 -- Fenced on the claim: a write for a claim that was taken away changes nothing.
@@ -139,26 +143,25 @@ WHERE state = 'RUNNING' AND heartbeat_at < now() - %(timeout)s::interval
 
 -- name: requeue_lost
 -- The claiming process is gone: put the task back, or fail it once it was lost too often.
+-- %(error)s is the TaskLost error as Python shapes it (TaskError.to_json); each row adds what
+-- only it knows: its attempt, the worker that held it, and how often it was lost.
 UPDATE kubetasks_tasks
 SET state = CASE WHEN lost_count + 1 > %(max_lost)s THEN 'FAILED' ELSE 'READY' END::kubetasks_state,
     finished_at = CASE WHEN lost_count + 1 > %(max_lost)s THEN now() END,
     lost_count = lost_count + 1,
     attempts = greatest(attempts - 1, 0),
-    errors = errors || jsonb_build_array(jsonb_build_object(
-        'exception_class_path', 'kubetasks.exceptions.TaskLost',
-        'message', %(reason)s || CASE WHEN lost_count + 1 > %(max_lost)s
+    errors = errors || jsonb_build_array(%(error)s::jsonb || jsonb_build_object(
+        'message', (%(error)s::jsonb ->> 'message') || CASE WHEN lost_count + 1 > %(max_lost)s
             THEN format(' (lost %%s times, more than maxLost=%%s)', lost_count + 1, %(max_lost)s)
             ELSE '' END,
-        'traceback', '',
         'attempt', attempts,
-        'worker_id', worker_pod || '/' || worker_nonce,
-        'at', now())),
+        'worker_id', worker_pod || '/' || worker_nonce)),
     claim_id = NULL, heartbeat_at = NULL
 WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
 RETURNING id, queue_name, task_name, state;
 
 -- name: notify_queues
-SELECT pg_notify('kubetasks', q) FROM unnest(%(queue_names)s::text[]) AS q;
+SELECT pg_notify(%(channel)s, q) FROM unnest(%(queue_names)s::text[]) AS q;
 
 -- name: cancel_task
 UPDATE kubetasks_tasks SET state = 'CANCELLED', finished_at = now()
@@ -181,9 +184,7 @@ SELECT queue_name,
        count(*) FILTER (WHERE state = 'READY' AND run_after > now()) AS scheduled,
        count(*) FILTER (WHERE state = 'RUNNING') AS running,
        count(*) FILTER (WHERE expected_at < now()) AS overdue,
-       min(expected_at) FILTER (WHERE state = 'READY') AS next_deadline,
-       min(run_after) FILTER (WHERE state = 'READY' AND run_after > now()) AS next_run_after,
-       min(enqueued_at) FILTER (WHERE state = 'READY' AND run_after <= now()) AS oldest_ready_at
+       min(expected_at) FILTER (WHERE state = 'READY') AS next_deadline
 FROM kubetasks_tasks
 WHERE state IN ('READY', 'RUNNING')
   AND (%(queue_names)s::text[] IS NULL OR queue_name = ANY(%(queue_names)s))
@@ -191,9 +192,9 @@ GROUP BY queue_name
 ORDER BY queue_name;
 
 -- name: busy_pods
-SELECT worker_pod_uid, worker_pod, count(*) AS running FROM kubetasks_tasks
+SELECT worker_pod_uid, count(*) AS running FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
-GROUP BY worker_pod_uid, worker_pod;
+GROUP BY worker_pod_uid;
 
 -- name: deadline_work
 -- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
@@ -206,14 +207,14 @@ WITH ready AS (
     ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
     LIMIT %(scan_limit)s
 ), ordered AS (
-    SELECT r.id, r.expected_at,
+    SELECT r.expected_at,
            coalesce(d.mean_seconds, %(default_seconds)s) AS estimate_seconds,
            sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER claim_order AS work_seconds,
            row_number() OVER claim_order AS position
     FROM ready AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
     WINDOW claim_order AS (ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id)
 )
-SELECT id, expected_at, estimate_seconds, work_seconds, position FROM ordered
+SELECT expected_at, estimate_seconds, work_seconds, position FROM ordered
 WHERE expected_at IS NOT NULL
 ORDER BY work_seconds
 LIMIT %(limit)s;
@@ -242,7 +243,26 @@ WITH gone AS (
 )
 SELECT count(*) AS deleted FROM gone;
 
+-- name: lock_migrations
+-- Held until the migration's transaction ends: two migrators serialise, the second finds the
+-- work done.
+SELECT pg_advisory_xact_lock(%(lock_key)s);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS kubetasks_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version FROM kubetasks_migrations;
+
+-- name: record_migration
+INSERT INTO kubetasks_migrations (version, name) VALUES (%(version)s, %(name)s);
+
 -- name: listen_for_tasks
 -- The worker's wake-up call: enqueue (trigger) and put-backs NOTIFY this channel
--- (store.CHANNEL) with the queue name as payload.
+-- (store.CHANNEL) with the queue name as payload. LISTEN takes no parameter: a test holds this
+-- name, and the trigger's, to store.CHANNEL.
 LISTEN kubetasks;

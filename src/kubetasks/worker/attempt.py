@@ -12,12 +12,12 @@ from functools import cache
 from time import perf_counter
 from typing import Any
 
-from kubetasks.backends import PostgresBackend
+from kubetasks.config import get_backend
 from kubetasks.exceptions import InvalidTaskError, TaskTimeout
-from kubetasks.execution import call_arguments, encode_return, resolve_task
+from kubetasks.execution import call_arguments, encode_return
 from kubetasks.payload import dumps
-from kubetasks.records import TaskRecord
-from kubetasks.task import Task
+from kubetasks.records import TaskRecord, to_result
+from kubetasks.task import Task, resolve_task
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,9 @@ class Call:
     kwargs: dict[str, Any]
 
 
-def prepare(record: TaskRecord, backend: PostgresBackend) -> Call:
-    """The call a claimed task stands for.
+def prepare(record: TaskRecord) -> Call:
+    """The call a claimed task stands for. A task's context reads its result back through the
+    process-wide backend (``kubetasks worker`` configures it on the worker's database).
 
     Raises ``UnknownTaskError`` if no imported module registered the task's name, and
     ``InvalidTaskError`` if the stored arguments do not fit the function. Both are checked
@@ -56,7 +57,7 @@ def prepare(record: TaskRecord, backend: PostgresBackend) -> Call:
         raise InvalidTaskError(
             f"task {record.id} ({task.name}) has args {_shown(record.args)} and kwargs "
             f"{_shown(record.kwargs)}: args must be a JSON list and kwargs a JSON object")
-    args, kwargs = call_arguments(task, backend.to_result(record))
+    args, kwargs = call_arguments(task, to_result(record, get_backend()))
     signature = _signature(task.func)
     try:
         signature.bind(*args, **kwargs)

@@ -17,8 +17,7 @@ import os
 import signal
 from collections.abc import Mapping
 
-from kubetasks.backends import PostgresBackend
-from kubetasks.config import Settings, configure
+from kubetasks.config import configure
 from kubetasks.exceptions import ConfigurationError
 from kubetasks.identity import WorkerIdentity
 from kubetasks.store import Store
@@ -44,16 +43,14 @@ def serve(settings: WorkerSettings, *, identity: WorkerIdentity) -> None:
     """Run a worker with its probes until it is stopped by SIGTERM or SIGINT."""
     # Tasks that enqueue other tasks write to the worker's database, on a pool of their own so
     # that they can never starve the worker's claims and result writes of connections.
-    backend = PostgresBackend(Store(settings.database_url),
-                              allowed_queues=Settings.from_env().queues)
-    configure(backend)
+    # (KUBETASKS_QUEUES still limits the queues they may enqueue into.)
+    backend = configure("postgres", database_url=settings.database_url)
     # Four connections cover the claim loop, the result writer, heartbeats and the put-back on
     # shutdown. A short wait for one turns a database outage into "not ready" soon.
     store = Store(settings.database_url, min_size=2, max_size=4, timeout=10)
     metrics = WorkerMetrics()
     health = HealthState(liveness_timeout=settings.liveness_timeout)
-    worker = Worker(settings, store=store, backend=backend, identity=identity, metrics=metrics,
-                    health=health)
+    worker = Worker(settings, store=store, identity=identity, metrics=metrics, health=health)
     try:
         with HealthServer(settings.health_host, settings.health_port, health,
                           metrics.registry) as server:

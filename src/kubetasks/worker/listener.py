@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+from kubetasks.store import DatabaseError, Store
+from kubetasks.worker.policy import reconnect_delay
 
-from kubetasks.store import Store
-from kubetasks.worker.policy import database_retry_delay
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Listener:
                     # Work enqueued while nobody listened sent no notification we could see.
                     self.wake()
                     self._receive(conn)
-            except psycopg.Error as error:
+            except DatabaseError as error:
                 failures += 1
-                delay = database_retry_delay(failures)
+                delay = reconnect_delay(failures)
                 log.warning("LISTEN connection failed, polling meanwhile; retry in %.1f s: %s",
                             delay, error)
                 self._stopped.wait(delay)

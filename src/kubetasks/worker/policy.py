@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
-
+from kubetasks.backoff import Backoff
 from kubetasks.exceptions import FailNow, InvalidTaskError, Retry, UnknownTaskError
 from kubetasks.records import TaskRecord
-from kubetasks.retry import Backoff
 
 FINAL_ERRORS: tuple[type[BaseException], ...] = (FailNow, UnknownTaskError, InvalidTaskError)
 """Errors another attempt cannot mend: the task asked to fail, this worker does not know the
@@ -20,12 +18,6 @@ UNKNOWN_TASK_GRACE = timedelta(minutes=10)
 than failed: during a rollout, web pods may enqueue a new task before every worker knows it."""
 
 UNKNOWN_TASK_RETRY = timedelta(seconds=15)
-
-DATABASE_AWAY: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,          # connection lost, server shutting down, pool timeout
-    psycopg.errors.ReadOnlySqlTransaction,  # a primary failing over to a standby
-)
-"""Errors that mean "the database cannot take this now": try again later, lose nothing."""
 
 MIN_IDLE_WAIT = 0.02
 """Floor of an idle sleep. A ready task that another transaction holds locked is skipped by
@@ -54,11 +46,11 @@ class PutBack:
     run_after: datetime
 
 
-Decision = RetryAt | FailTask | PutBack
+FailureDecision = RetryAt | FailTask | PutBack
 
 
 def after_failure(error: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff,
-                  now: datetime, enqueued_at: datetime | None = None) -> Decision:
+                  now: datetime, enqueued_at: datetime | None = None) -> FailureDecision:
     """What to do with a task whose attempt number ``attempt`` raised ``error``.
 
     A task this worker does not know is put back while it is younger than
@@ -97,6 +89,6 @@ def queue_wait(record: TaskRecord) -> float:
     return max(0.0, (record.last_attempted_at - ready_at).total_seconds())
 
 
-def database_retry_delay(failures: int) -> float:
+def reconnect_delay(failures: int) -> float:
     """Back off from a database that keeps failing: 0.1 s doubling up to 5 s."""
     return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))

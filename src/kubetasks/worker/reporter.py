@@ -12,23 +12,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
-import psycopg
-
-from kubetasks.execution import error_from_exception, error_json
-from kubetasks.records import TaskRecord
+from kubetasks.backoff import Backoff
+from kubetasks.execution import error_from_exception
+from kubetasks.records import TaskRecord, task_fields
 from kubetasks.result import TaskError
-from kubetasks.retry import Backoff
-from kubetasks.store import Outcome, Store
+from kubetasks.store import DATABASE_AWAY, DatabaseError, Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics, task_label
 from kubetasks.worker.policy import (
-    DATABASE_AWAY,
     PutBack,
     RetryAt,
     after_failure,
-    database_retry_delay,
+    reconnect_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -43,11 +39,6 @@ class Finished:
     backoff: Backoff
     claim_lost: bool = False
     """A heartbeat already found the claim taken away (and counted it)."""
-
-
-def task_fields(record: TaskRecord) -> dict[str, Any]:
-    """The ``extra=`` of every log line about a task."""
-    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
 
 
 class Reporter:
@@ -102,7 +93,7 @@ class Reporter:
                     return
                 log.warning("cannot record outcomes, will retry: %s", error)
                 self._has_pending.set()
-                await asyncio.sleep(database_retry_delay(failures))
+                await asyncio.sleep(reconnect_delay(failures))
             except Exception:
                 # A bug must not silence the reporter for good: drop what could not be written
                 # (those tasks stay RUNNING until put back as lost) and carry on.
@@ -121,7 +112,7 @@ class Reporter:
                 del batch[0]
         except DATABASE_AWAY:
             raise
-        except psycopg.Error:
+        except DatabaseError:
             # The database refused something in the data, not the connection: alone, one bad
             # entry cannot hold back the others.
             log.warning("a batch of outcomes was refused; writing them one at a time",
@@ -131,7 +122,7 @@ class Reporter:
                     self._write_one(batch[0])
                 except DATABASE_AWAY:
                     raise
-                except psycopg.Error:
+                except DatabaseError:
                     log.exception("outcome not recorded: the database refused it; the task stays "
                                   "RUNNING until put back as lost", extra=task_fields(batch[0].record))
                 del batch[0]
@@ -198,14 +189,11 @@ class Reporter:
         try:
             described = error_from_exception(error, attempt=attempt, worker_id=self.worker_id)
         except Exception:  # whatever the exception does, its failure must still be recorded
-            kind = type(error)
-            described = TaskError(
-                exception_class_path=f"{kind.__module__}.{kind.__qualname__}", traceback="",
-                message="<the exception could not be described>", attempt=attempt,
-                worker_id=self.worker_id)
+            described = TaskError.of_class(type(error), "<the exception could not be described>",
+                                           attempt=attempt, worker_id=self.worker_id)
         # PostgreSQL's jsonb cannot hold the NUL character; an error text must still be stored.
-        return error_json(replace(described, message=_without_nul(described.message),
-                                  traceback=_without_nul(described.traceback)))
+        return replace(described, message=_without_nul(described.message),
+                       traceback=_without_nul(described.traceback)).to_json()
 
 
 def _without_nul(text: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kubetasks.exceptions import ConfigurationError
+from kubetasks.parsing import parse_bool, parse_names, parse_port
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class WorkerSettings:
                  parse: Callable[[str], T], default: T) -> T:
             return _pick(flag, env, variable, option, parse=parse, default=default)
 
-        imports = tuple(args.imports) or _names(env.get("KUBETASKS_WORKER_IMPORTS", ""))
+        imports = tuple(args.imports) or parse_names(env.get("KUBETASKS_WORKER_IMPORTS", ""))
         if not imports:
             raise ConfigurationError(
                 "no task modules to import: give --import MODULE (e.g. --import app.tasks) "
@@ -66,7 +67,7 @@ class WorkerSettings:
         return cls(
             database_url=database_url,
             imports=imports,
-            queues=tuple(args.queues) or _names(env.get("KUBETASKS_WORKER_QUEUES", "")),
+            queues=tuple(args.queues) or parse_names(env.get("KUBETASKS_WORKER_QUEUES", "")),
             concurrency=pick(args.concurrency, "KUBETASKS_WORKER_CONCURRENCY", "--concurrency",
                              parse_count, cls.concurrency),
             listen=listen,
@@ -133,10 +134,6 @@ def _pick(flag: str | bool | None, env: Mapping[str, str], variable: str, option
         raise ConfigurationError(f"{source}={text!r} is invalid: {error}") from None
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 def parse_max_lost(text: str) -> int:
     """0 is valid: a task fails the first time it is lost."""
     if not text.strip().isdigit():
@@ -148,13 +145,6 @@ def parse_count(text: str) -> int:
     value = int(text) if text.strip().isdigit() else -1
     if value < 1:
         raise ValueError("use a whole number >= 1")
-    return value
-
-
-def parse_port(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else -1
-    if not 0 <= value <= 65535:
-        raise ValueError("use a port from 1 to 65535, or 0 to pick a free one")
     return value
 
 
@@ -176,12 +166,3 @@ def parse_grace(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError("use a number of seconds >= 0, e.g. 25")
     return value
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("use true or false")

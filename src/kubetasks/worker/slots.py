@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from functools import partial
 from uuid import UUID
 
-from kubetasks.backends import PostgresBackend
-from kubetasks.records import TaskRecord
-from kubetasks.retry import as_backoff
+from kubetasks.backoff import as_backoff
+from kubetasks.records import TaskRecord, task_fields
 from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import queue_wait
-from kubetasks.worker.reporter import Finished, Reporter, task_fields
+from kubetasks.worker.reporter import Finished, Reporter
 from kubetasks.worker.threads import TaskThreads
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,9 @@ class Slots:
     """``concurrency`` places for tasks. ``on_change`` is called when a slot frees up or an
     outcome becomes known, so the claim loop (or the drain) can look again."""
 
-    def __init__(self, concurrency: int, *, backend: PostgresBackend, reporter: Reporter,
-                 metrics: WorkerMetrics, on_change: Callable[[], None]) -> None:
+    def __init__(self, concurrency: int, *, reporter: Reporter, metrics: WorkerMetrics,
+                 on_change: Callable[[], None]) -> None:
         self.concurrency = concurrency
-        self.backend = backend
         self.reporter = reporter
         self.metrics = metrics
         self.on_change = on_change
@@ -81,7 +79,7 @@ class Slots:
         self.metrics.claimed.labels(record.queue_name).inc()
         self.metrics.queue_wait.labels(record.queue_name).observe(queue_wait(record))
         try:
-            call = prepare(record, self.backend)
+            call = prepare(record)
         except Exception as error:
             self.reporter.add(Finished(record, Failed(error, 0.0), as_backoff(None)))
             return

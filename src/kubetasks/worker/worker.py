@@ -14,14 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
-from kubetasks.backends import PostgresBackend
 from kubetasks.identity import WorkerIdentity
-from kubetasks.store import Store
+from kubetasks.records import task_fields
+from kubetasks.store import DATABASE_AWAY, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.policy import DATABASE_AWAY, database_retry_delay, idle_wait
-from kubetasks.worker.reporter import Reporter, task_fields
+from kubetasks.worker.policy import idle_wait, reconnect_delay
+from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.slots import Slots
 
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 class Worker:
     """``await Worker(...).run()`` until ``stop()``; see ``kubetasks.worker.command``."""
 
-    def __init__(self, settings: WorkerSettings, *, store: Store, backend: PostgresBackend,
-                 identity: WorkerIdentity, metrics: WorkerMetrics, health: HealthState) -> None:
+    def __init__(self, settings: WorkerSettings, *, store: Store, identity: WorkerIdentity,
+                 metrics: WorkerMetrics, health: HealthState) -> None:
         self.settings = settings
         self.store = store
         self.identity = identity
@@ -43,8 +43,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._reporter = Reporter(store, metrics, worker_id=identity.worker_id,
                                   after_failures=self._wake.set)
-        self._slots = Slots(settings.concurrency, backend=backend, reporter=self._reporter,
-                            metrics=metrics, on_change=self._wake.set)
+        self._slots = Slots(settings.concurrency, reporter=self._reporter, metrics=metrics,
+                            on_change=self._wake.set)
         self._stopping = False
         self._hurry = False
         self._database_failures = 0
@@ -99,7 +99,7 @@ class Worker:
         queues = self.settings.queues
         records = await self._database(self.store.claim, queues, free, self.identity)
         if records is None:
-            return database_retry_delay(self._database_failures)
+            return reconnect_delay(self._database_failures)
         if self._stopping and records:
             await self._database(self.store.release, [r.claim_id for r in records if r.claim_id])
             return 0.0
@@ -154,7 +154,7 @@ class Worker:
                                             max_lost=self.settings.max_lost, except_nonce=nonce)
             if returned is not None:
                 break
-            await self._sleep(database_retry_delay(self._database_failures))
+            await self._sleep(reconnect_delay(self._database_failures))
         for task in returned or ():
             self.metrics.lost_returned.labels(task.queue_name).inc()
             log.warning("put back a task an earlier process of this pod held -> %s", task.state,

@@ -38,6 +38,7 @@ except ImportError:  # Django 4.2-5.x with the django-tasks backport
 from kubetasks.backends.postgres import PostgresBackend
 from kubetasks.config import Settings
 from kubetasks.exceptions import TaskResultDoesNotExist
+from kubetasks.records import to_result
 from kubetasks.result import TaskResult, TaskResultStatus
 from kubetasks.store import Store
 from kubetasks.task import Task, register, registry
@@ -101,7 +102,7 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         # The result's task is the task as it was enqueued: with that call's options.
         as_enqueued = task.using(priority=record.priority, queue_name=record.queue_name,
                                  run_after=record.run_after)
-        return self.to_django(self.kubetasks.to_result(record), as_enqueued)
+        return self.to_django(to_result(record, self.kubetasks), as_enqueued)
 
     def to_django(self, result: TaskResult[Any], task: Any) -> Any:
         # Django knows no CANCELLED: a cancelled task did not run, which Django calls FAILED.

@@ -1,7 +1,7 @@
 """The scaling policy: how many worker pods a queue needs, as a pure function of what was observed.
 
 ``desired_replicas`` reads no clock and touches no API: the operator passes in the counts, the
-deadlines, the spec and the time, and applies the ``Decision``; tests drive it through any history.
+deadlines, the spec and the time, and applies the ``ScaleDecision``; tests drive it through any history.
 
 * Backlog term: enough pods to finish the work due now (``backlog_work_seconds``, the estimated
   run time of the ready and running tasks) within ``backlog_drain``:
@@ -98,7 +98,7 @@ class Observation:
     """What the operator saw of a queue and its Deployment.
 
     ``idle_since`` is when the queue last became empty (nothing ready, nothing running), None if
-    it is not empty; ``recent`` holds earlier ``Decision.wanted`` values, kept with ``remember``;
+    it is not empty; ``recent`` holds earlier ``ScaleDecision.wanted`` values, kept with ``remember``;
     ``backlog_work_seconds`` is the estimated run time of the ready and running tasks.
     """
 
@@ -125,7 +125,7 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Decision:
+class ScaleDecision:
     """``replicas`` to set; ``wanted``, the recommendation before stabilization, to ``remember``;
     ``reason``, one line for Events and status."""
 
@@ -134,7 +134,7 @@ class Decision:
     reason: str
 
 
-def desired_replicas(observation: Observation, spec: ScalingSpec, now: datetime) -> Decision:
+def desired_replicas(observation: Observation, spec: ScalingSpec, now: datetime) -> ScaleDecision:
     """How many worker pods the queue should have now, and why.
 
     >>> from datetime import UTC
@@ -156,12 +156,12 @@ def desired_replicas(observation: Observation, spec: ScalingSpec, now: datetime)
     current = observation.current_replicas
     if wanted >= current:
         action = f"; scaling up from {current} to {wanted}" if wanted > current else ""
-        return Decision(replicas=wanted, wanted=wanted, reason=why + action)
+        return ScaleDecision(replicas=wanted, wanted=wanted, reason=why + action)
     replicas, action = _scale_down(observation, spec, now, wanted)
-    return Decision(replicas=replicas, wanted=wanted, reason=f"{why}; {action}")
+    return ScaleDecision(replicas=replicas, wanted=wanted, reason=f"{why}; {action}")
 
 
-def remember(recent: Iterable[tuple[datetime, int]], decision: Decision, now: datetime,
+def remember(recent: Iterable[tuple[datetime, int]], decision: ScaleDecision, now: datetime,
              window: timedelta) -> Recommendations:
     """``recent`` with this decision's recommendation added and those older than ``window``
     (the spec's ``scale_down_delay``) dropped: the next ``Observation.recent``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from kubetasks.records import QueueStats
-from kubetasks_operator.policy import Decision
+from kubetasks_operator.scaling import ScaleDecision
 
 LABELS = ("namespace", "taskqueue")
 
@@ -18,7 +18,7 @@ REQUEUED = Counter("kubetasks_operator_requeued_tasks", "Tasks put back after th
                    (*LABELS, "signal"))
 
 
-def record(namespace: str, taskqueue: str, stats: QueueStats, ready: int, decision: Decision) -> None:
+def record(namespace: str, taskqueue: str, stats: QueueStats, ready: int, decision: ScaleDecision) -> None:
     DESIRED.labels(namespace, taskqueue).set(decision.replicas)
     ACTUAL.labels(namespace, taskqueue).set(ready)
     BACKLOG.labels(namespace, taskqueue).set(stats.ready)

@@ -8,9 +8,7 @@ import contextlib
 import logging
 from collections import defaultdict
 
-import psycopg
-
-from kubetasks.store import CHANNEL
+from kubetasks.store import DatabaseError, Store
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +16,9 @@ log = logging.getLogger(__name__)
 class Notifier:
     """Wakes subscribers (asyncio Events) when their queue gets work."""
 
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.subscribers: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def subscribe(self, queue_name: str, wake: asyncio.Event) -> None:
@@ -31,10 +28,6 @@ class Notifier:
 
     def unsubscribe(self, queue_name: str, wake: asyncio.Event) -> None:
         self.subscribers[queue_name].discard(wake)
-
-    @property
-    def idle(self) -> bool:
-        return not any(self.subscribers.values())
 
     async def close(self) -> None:
         if self._task is not None:
@@ -46,17 +39,14 @@ class Notifier:
         delay = 0.5
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
+                async with await self.store.listen_async() as conn:
                     delay = 0.5
                     # Wake everyone once: work may have arrived while we were not listening.
                     self._wake_all()
                     async for note in conn.notifies():
                         for wake in self.subscribers.get(note.payload, ()):
                             wake.set()
-            except psycopg.Error as error:
-                self.connected.clear()
+            except DatabaseError as error:
                 log.warning("LISTEN connection lost; retrying", extra={"error": str(error),
                                                                        "retry_in": delay})
                 await asyncio.sleep(delay)

@@ -1,34 +1,63 @@
-"""One TaskQueue's control loop: observe PostgreSQL, decide with the pure policy, apply.
+"""One TaskQueue's controller: observe PostgreSQL and the Deployment, decide with the pure
+scaling policy, apply.
 
 Every step: read the queue's statistics, compute ``desired_replicas``, mark idle pods cheap to
-delete before a scale-in, set the Deployment's replicas, and write the TaskQueue status. A step
-runs every ``pollIntervalSeconds`` and at once when a NOTIFY says the queue got work.
+delete before a scale-in, set the Deployment's replicas, and write the TaskQueue status. The
+controller reaches the database and the API server through two small ports, ``QueueStore``
+and ``KubeApi`` (``Store`` and ``Kube`` in the operator, fakes in the unit tests).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from kubetasks.records import QueueStats
-from kubetasks.store import Store
-from kubetasks_operator import metrics
-from kubetasks_operator.kube import Kube
+from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask
+from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
-from kubetasks_operator.policy import (
+from kubetasks_operator.scaling import (
     Deadline,
-    Decision,
     Observation,
+    ScaleDecision,
     ScalingSpec,
     desired_replicas,
     remember,
 )
-from kubetasks_operator.spec import TaskQueueSpec, parse_retention
+from kubetasks_operator.spec import TaskQueueSpec
 
 log = logging.getLogger(__name__)
+
+
+class QueueStore(Protocol):
+    """What a queue's controller, its sweeper and the pod handler need of ``kubetasks.store.Store``."""
+
+    @property
+    def conninfo(self) -> str: ...
+    def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]: ...
+    def busy_pods(self, queue_name: str) -> dict[str, int]: ...
+    def deadline_work(self, queue_name: str, *, horizon: timedelta) -> list[DeadlineWork]: ...
+    def backlog_work(self, queue_name: str) -> float: ...
+    def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
+                    claimed_before: datetime | None = None) -> list[RequeuedTask]: ...
+    def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
+                            max_lost: int, pod_name_prefix: str) -> list[RequeuedTask]: ...
+    def requeue_stale(self, timeout: timedelta, *, reason: str, max_lost: int,
+                      queue_name: str | None = None) -> list[RequeuedTask]: ...
+    def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
+              max_batches: int | None = None) -> int: ...
+
+
+class KubeApi(Protocol):
+    """What a queue's controller needs of ``kubetasks_operator.kube.Kube``."""
+
+    def deployment_scale(self, namespace: str, name: str) -> tuple[int, int] | None: ...
+    def apply_deployment(self, body: dict[str, Any]) -> str: ...
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 EventPoster = Callable[[str, str, str], None]
 """(type, reason, message) -> None; posts a Kubernetes Event on the TaskQueue."""
@@ -72,8 +101,8 @@ class DeploymentMissing(LookupError):
 class QueueController:
     """The scaling state of one TaskQueue, kept in memory between steps."""
 
-    kube: Kube
-    store: Store
+    kube: KubeApi
+    store: QueueStore
     namespace: str
     name: str
     queue_name: str
@@ -94,7 +123,7 @@ class QueueController:
     def observe(self, now: datetime, live_pods: Mapping[str, str]) -> tuple[QueueStats, Observation,
                                                                           dict[str, int]]:
         stats = next(iter(self.store.queue_stats([self.queue_name])), None) or QueueStats(
-            self.queue_name, 0, 0, 0, 0, None, None, None)
+            self.queue_name, 0, 0, 0, 0, None)
         running_by_uid = {uid: n for uid, n in self.store.busy_pods(self.queue_name).items()
                           if uid in live_pods}
         scaling = self.spec.scaling
@@ -116,7 +145,7 @@ class QueueController:
             recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name))
         return stats, observation, running_by_uid
 
-    def step(self, now: datetime, live_pods: Mapping[str, str]) -> Decision:
+    def step(self, now: datetime, live_pods: Mapping[str, str]) -> ScaleDecision:
         """One observation, decision and application. Raises on database/API errors."""
         stats, observation, running_by_uid = self.observe(now, live_pods)
         spec = scaling_spec(self.spec)
@@ -131,7 +160,7 @@ class QueueController:
             log.info("scaled", extra={"taskqueue": self.name, "queue": self.queue_name,
                                       "from": current, "to": decision.replicas,
                                       "reason": decision.reason})
-        metrics.record(self.namespace, self.name, stats, self.ready_replicas, decision)
+        queue_metrics.record(self.namespace, self.name, stats, self.ready_replicas, decision)
         self.set_condition("DatabaseReachable", True, "Connected", "queue statistics read")
         self.write_status(now, stats, decision, scaled=decision.replicas != current)
         return decision
@@ -146,7 +175,7 @@ class QueueController:
         self.conditions = sorted(others + fresh, key=lambda c: c["type"])
 
     def write_status(self, now: datetime, stats: QueueStats | None = None,
-                     decision: Decision | None = None, *, scaled: bool = False) -> None:
+                     decision: ScaleDecision | None = None, *, scaled: bool = False) -> None:
         """Patch the TaskQueue status with what changed since the last write. Merge patches
         replace lists whole, so the conditions are always written together from here."""
         if stats is not None:
@@ -168,27 +197,6 @@ class QueueController:
         if scaled or changed or (stale and status != self.last_status):
             self.kube.patch_status(self.namespace, self.name, status)
             self.last_status, self.last_written = status, now
-
-    def sweep(self, live_pods: Mapping[str, str]) -> int:
-        """Put back tasks of pods that no longer exist and of stopped heartbeats; prune finished
-        tasks past the queue's retention."""
-        lost = self.spec.lost_tasks
-        moved = self.store.requeue_absent_pods(
-            self.queue_name, live_pods.keys(), reason="the claiming pod no longer exists",
-            max_lost=lost.max_lost, pod_name_prefix=f"{self.deployment}-")
-        moved += self.store.requeue_stale(
-            timedelta(seconds=lost.heartbeat_timeout_seconds), queue_name=self.queue_name,
-            reason=f"no heartbeat for {lost.heartbeat_timeout_seconds}s", max_lost=lost.max_lost)
-        retention = self.spec.retention
-        self.store.prune(successful=parse_retention(retention.successful),
-                         failed=parse_retention(retention.failed), queue_name=self.queue_name,
-                         max_batches=4)  # the rest on later sweeps: scaling must not wait
-        if moved:
-            metrics.REQUEUED.labels(self.namespace, self.name, "sweep").inc(len(moved))
-            self.post_event("Warning", "TasksRequeued",
-                            f"sweep put back {len(moved)} task(s) of gone pods or stopped heartbeats: "
-                            + ", ".join(str(t.task_id) for t in moved[:10]))
-        return len(moved)
 
 
 STATUS_REFRESH = timedelta(seconds=10)

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubetasks_operator.policy import (
+from kubetasks_operator.scaling import (
     Deadline,
-    Decision,
     Observation,
+    ScaleDecision,
     ScalingSpec,
     desired_replicas,
     remember,
@@ -197,7 +197,7 @@ def test_desired_replicas(observation: Observation, spec: ScalingSpec, replicas:
 
 
 def test_remember_appends_and_drops_what_left_the_window() -> None:
-    decision = Decision(replicas=4, wanted=3, reason="")
+    decision = ScaleDecision(replicas=4, wanted=3, reason="")
     recent = ((ago(90), 9), (ago(60), 8), (ago(59), 7))
     assert remember(recent, decision, NOW, seconds(60)) == ((ago(59), 7), (NOW, 3))
     assert remember((), decision, NOW, seconds(0)) == ()
@@ -244,7 +244,7 @@ NAIVE = datetime(2025, 1, 1, 12, 0)
     pytest.param(lambda: due(10, 1, 0), "Deadline.position 0 is invalid: use 1 or more", id="position"),
     pytest.param(lambda: desired_replicas(observe(), ScalingSpec(), NAIVE), "now .* is naive",
                  id="naive-now"),
-    pytest.param(lambda: remember((), Decision(replicas=1, wanted=1, reason=""), NAIVE, seconds(60)),
+    pytest.param(lambda: remember((), ScaleDecision(replicas=1, wanted=1, reason=""), NAIVE, seconds(60)),
                  "now .* is naive", id="naive-now-in-remember"),
 ])
 def test_bad_inputs_are_refused(make: Any, message: str) -> None:
