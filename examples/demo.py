@@ -14,6 +14,7 @@ the queue is back at zero. Everything it changed on the machine is put back when
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kubetasks-demo-"))
     print(f"kubetasks demo; logs in {workdir}")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped either way, the host is put back
     with real_node_stack(workdir) as stack:
         return drive(stack, args.thumbnails)
 
