@@ -78,6 +78,10 @@ class LocalPostgres:
         if self.trust_network:
             with (self.data / "pg_hba.conf").open("a") as hba:
                 hba.write(f"host all all {self.trust_network} trust\n")
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
         options = " ".join([
             f"-p {self.port}", f"-c listen_addresses={self._listen_addresses()}", f"-k {self.root}",
             f"-c max_connections={self.max_connections}", "-c fsync=off",
@@ -85,7 +89,6 @@ class LocalPostgres:
         ])
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
                   "-w", "-t", "60", "start")
-        return self
 
     def _listen_addresses(self) -> str:
         return ",".join(["127.0.0.1", *([self.also_listen] if self.also_listen else [])])
@@ -93,6 +96,11 @@ class LocalPostgres:
     def dsn_at(self, host: str, database: str = "postgres") -> str:
         """The URL of ``database`` through ``host`` (the bridge address, for pods)."""
         return f"postgresql://{self.user}@{host}:{self.port}/{database}"
+
+    def restart(self) -> None:
+        """Stop (fast: clients are cut off, nothing committed is lost) and start again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        self._start_server()
 
     def stop(self) -> None:
         if self.data.exists():

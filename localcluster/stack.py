@@ -48,6 +48,8 @@ class Stack:
     operator_values: dict[str, Any]
     logs: Callable[[], str]
     workdir: Path
+    restart_database: Callable[[], None]  # a fast restart: clients cut off, nothing committed lost
+    kill_container: Callable[[str], bool]  # SIGKILL a container by its runtime id, as an OOM kill does
     extra: dict[str, Any] = field(default_factory=dict)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
@@ -125,6 +127,9 @@ def real_node_stack(workdir: Path, log: Callable[[str], None] = print) -> Iterat
             },
             logs=lambda: control_plane.logs() + "\n" + node.logs(),
             workdir=workdir,
+            restart_database=postgres.restart,
+            kill_container=lambda container_id: node.ctr("tasks", "kill", "--signal", "SIGKILL",
+                                                         container_id, check=False).returncode == 0,
             extra={"node": node, "control_plane": control_plane},
         )
         cluster.kubectl("apply", "-f", str(REPO / "crds" / "taskqueue.yaml"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import psycopg
+
 from kubetasks import TaskContext, task
 
 
@@ -36,3 +38,13 @@ def load_dataset(megabytes: int) -> int:
     for chunk in chunks:  # touch every page, so the memory is really used
         chunk[::4096] = b"\x01" * len(chunk[::4096])
     return len(chunks)
+
+
+@task(queue_name="media", takes_context=True, max_attempts=5)
+def record_view(context: TaskContext, page: int) -> None:
+    """Record a page view in the application's own table ``page_views``: a side effect outside
+    kubetasks, as real tasks have (kubetasks delivers at least once: a task whose worker died
+    after the insert runs again)."""
+    with psycopg.connect(os.environ["KUBETASKS_DATABASE_URL"], connect_timeout=5) as conn:
+        conn.execute("INSERT INTO page_views (task_id, page, pod) VALUES (%s, %s, %s)",
+                     (context.task_result.id, page, os.environ.get("POD_NAME", "local")))

@@ -78,6 +78,13 @@ def backend(db: Database) -> Iterator[PostgresBackend]:
     backend.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The host test starts and stops a node of its own: it runs before the session's node;
+    the chaos test, the longest, runs last."""
+    order = {"test_host.py": 0, "test_chaos.py": 2}
+    items.sort(key=lambda item: order.get(item.path.name, 1))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -55,6 +55,8 @@ def kind_cluster(workdir: Path, log: Callable[[str], None] = print) -> Iterator[
         operator_values={"image": {"repository": "kubetasks/operator", "tag": "dev",
                                    "pullPolicy": "Never"}},
         logs=lambda: "", workdir=workdir,
+        restart_database=lambda: _kind_restart_database(kubeconfig),
+        kill_container=_kind_kill_container,
     )
     cluster.kubectl("apply", "-f", str(REPO / "tests" / "e2e" / "kind-postgres.yaml"))
     cluster.kubectl("rollout", "status", "-n", "kubetasks-e2e", "deployment/postgres", "--timeout=180s")
@@ -70,3 +72,17 @@ def kind_cluster(workdir: Path, log: Callable[[str], None] = print) -> Iterator[
     finally:
         forward.terminate()
         cluster.helm_run("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE)
+
+
+def _kind_restart_database(kubeconfig: Path) -> None:
+    """Stop PostgreSQL in its pod (fast); the kubelet starts the container again on its emptyDir."""
+    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "exec", "-n", "kubetasks-e2e",
+                    "deploy/postgres", "--", "su", "postgres", "-c",
+                    "pg_ctl -D /var/lib/postgresql/data -m fast stop"], check=False, timeout=60)
+
+
+def _kind_kill_container(container_id: str) -> bool:
+    node = os.environ.get("KIND_CLUSTER_NAME", "kubetasks-e2e") + "-control-plane"
+    result = subprocess.run(["docker", "exec", node, "ctr", "-n", "k8s.io", "tasks", "kill",
+                             "--signal", "SIGKILL", container_id], check=False, timeout=60)
+    return result.returncode == 0
