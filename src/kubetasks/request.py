@@ -8,15 +8,29 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubetasks.exceptions import InvalidTaskError
-from kubetasks.payload import JSON, check_json, dumps, loads
+from kubetasks.payload import JSON, check_json, check_text, dumps, loads
 
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
 MAX_CONTEXT_BYTES = 8192
+MAX_ATTEMPTS = 2**31 - 1
+"""The database's ``integer``."""
+
+MAX_QUEUE_NAME = 100
+"""Characters in a queue name: what the TaskQueue CRD's ``queueName`` allows, well within what
+NOTIFY's payload and the claim index hold."""
+
+MAX_TASK_NAME = 500
+"""Characters in a task name: well within what the index of learned durations holds."""
+
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+"""The times a task may carry. PostgreSQL holds far more, but every reader turns them into
+Python datetimes (years 1 to 9999) in its own time zone, up to a day away from UTC."""
 
 When = datetime | timedelta
 
@@ -59,37 +73,65 @@ def check_priority(priority: object) -> int:
     return priority
 
 
+def check_name(kind: str, name: object, limit: int) -> str:
+    """A queue or task name PostgreSQL stores and NOTIFY carries unchanged."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidTaskError(f"{kind} {name!r} is invalid: use a non-empty str")
+    if len(name) > limit:
+        raise InvalidTaskError(f"{kind} {name[:limit]!r}... is {len(name)} characters long; "
+                               f"use at most {limit}")
+    try:
+        check_text(name, kind)
+    except ValueError as error:
+        raise InvalidTaskError(str(error)) from None
+    return name
+
+
 def check_queue_name(queue_name: object, allowed: frozenset[str] | None) -> str:
-    if not isinstance(queue_name, str) or not queue_name.strip():
-        raise InvalidTaskError(f"queue_name {queue_name!r} is invalid: use a non-empty str")
-    if allowed is not None and queue_name not in allowed:
+    name = check_name("queue_name", queue_name, MAX_QUEUE_NAME)
+    if allowed is not None and name not in allowed:
         raise InvalidTaskError(
-            f"queue_name {queue_name!r} is not one of the allowed queues {sorted(allowed)}"
+            f"queue_name {name!r} is not one of the allowed queues {sorted(allowed)}"
         )
-    return queue_name
+    return name
 
 
 def check_max_attempts(max_attempts: object) -> int:
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidTaskError(f"max_attempts {max_attempts!r} is invalid: use an int >= 1")
+    if (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+            or not 1 <= max_attempts <= MAX_ATTEMPTS):
+        raise InvalidTaskError(
+            f"max_attempts {max_attempts!r} is invalid: use an int from 1 to {MAX_ATTEMPTS}")
     return max_attempts
 
 
 def resolve_when(name: str, value: When | None, now: datetime) -> datetime | None:
-    """An absolute, timezone-aware time from a datetime or a delay from ``now``."""
+    """An absolute time in UTC from a timezone-aware datetime or a delay from ``now``, within
+    ``EARLIEST`` and ``LATEST``."""
     if value is None:
         return None
     if isinstance(value, timedelta):
         if value < timedelta(0):
             raise InvalidTaskError(f"{name} {value!r} is a negative delay; use a timedelta >= 0")
+        if value > LATEST - now:
+            raise InvalidTaskError(f"{name} {value!r} is a delay past {LATEST.isoformat()}, "
+                                   "the latest time a task may carry")
         return now + value
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
+        try:
+            offset = value.utcoffset()
+        except (TypeError, ValueError) as error:
+            raise InvalidTaskError(f"{name} {value!r} has a tzinfo that fails: {error}") from None
+        if offset is None:
             raise InvalidTaskError(
                 f"{name} {value.isoformat()} is a naive datetime; give it a timezone "
                 "(e.g. datetime.now(timezone.utc)) or pass a timedelta"
             )
-        return value
+        if not EARLIEST <= value <= LATEST:
+            raise InvalidTaskError(
+                f"{name} {value.isoformat()} is out of range: use a time from "
+                f"{EARLIEST.isoformat()} to {LATEST.isoformat()}, which every reader in any "
+                "time zone can hold")
+        return value.astimezone(UTC)
     raise InvalidTaskError(f"{name} {value!r} is invalid: use a timezone-aware datetime or a timedelta")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,10 +17,12 @@ from kubetasks.backoff import Backoff, as_backoff
 from kubetasks.exceptions import InvalidTaskError, UnknownTaskError
 from kubetasks.payload import JSON
 from kubetasks.request import (
+    MAX_TASK_NAME,
     EnqueueRequest,
     When,
     build_request,
     check_max_attempts,
+    check_name,
     check_priority,
     check_queue_name,
 )
@@ -60,11 +64,14 @@ class Task(Generic[P, T]):
     connection: psycopg.Connection[Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_name("task name", self.name, MAX_TASK_NAME)
         check_queue_name(self.queue_name, None)
         check_priority(self.priority)
         check_max_attempts(self.max_attempts)
-        if self.timeout is not None and not self.timeout > 0:
-            raise InvalidTaskError(f"timeout {self.timeout!r} of task {self.name} must be > 0 seconds")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise InvalidTaskError(
+                f"timeout {self.timeout!r} of task {self.name} must be a finite number of "
+                "seconds > 0")
         if self.batch_size is not None and (
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
             or self.batch_size < 1
@@ -138,15 +145,21 @@ class Task(Generic[P, T]):
                     "arguments or a dict of keyword arguments")
         return self._enqueue_calls(pairs)
 
-    def enqueue_batched(self, items: Sequence[Any], *args: Any, batch_size: int | None = None,
+    def enqueue_batched(self, items: Iterable[Any], *args: Any, batch_size: int | None = None,
                         **kwargs: Any) -> list[TaskResult[T]]:
-        """Split ``items`` into lists of ``batch_size`` (default: the task's) and enqueue one
-        task per list, which it receives as its first argument (Tryton's ``queue_batch``)."""
-        size = batch_size or self.batch_size
+        """Split ``items`` (any iterable, a generator too) into lists of ``batch_size``
+        (default: the task's) and enqueue one task per list, which it receives as its first
+        argument (Tryton's ``queue_batch``)."""
+        size = self.batch_size if batch_size is None else batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise InvalidTaskError(f"batch_size {size!r} is invalid: use an int >= 1 "
                                    f"(or set batch_size on task {self.name})")
-        chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
+        try:
+            iterator = iter(items)
+        except TypeError:
+            raise InvalidTaskError(f"items {items!r} of enqueue_batched are not iterable: "
+                                   "give a list, a tuple or any iterable") from None
+        chunks = iter(lambda: list(itertools.islice(iterator, size)), [])
         return self._enqueue_calls([((chunk, *args), kwargs) for chunk in chunks])
 
     def _enqueue_calls(self, calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],

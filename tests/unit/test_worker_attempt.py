@@ -92,7 +92,10 @@ def test_prepare_refuses_arguments_that_do_not_fit(args: Any, kwargs: Any, messa
     (object(), TypeError, "not JSON-serialisable"),
     (float("nan"), TypeError, "which JSON cannot represent"),
     ({1: "x"}, TypeError, "JSON object keys must be str"),
-    (["a\x00"], ValueError, "NUL character"),
+    (["a\x00"], TypeError, "NUL character"),
+    ({"k\x00": 1}, TypeError, "NUL character"),
+    (["\ud800"], TypeError, "lone surrogate"),
+    pytest.param(10 ** 5000, TypeError, "more than 4300 digits", id="huge-int"),
 ])
 def test_a_return_value_that_cannot_be_stored_fails_the_attempt(
         value: Any, error: type[Exception], message: str) -> None:

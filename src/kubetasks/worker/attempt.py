@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -104,16 +103,9 @@ def timed_out(task: Task[..., Any]) -> TaskTimeout:
     return TaskTimeout(message)
 
 
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-"""``\\u0000`` as a JSON escape (after an even number of backslashes, which escape each other)."""
-
-
 def _encoded(task: Task[..., Any], value: Any) -> str:
-    text = encode_return(task.name, value)
-    if _ESCAPED_NUL.search(text):
-        raise ValueError(f"return value of task {task.name} contains the NUL character "
-                         "(\\x00), which PostgreSQL's jsonb cannot store")
-    return text
+    # encode_return refuses what PostgreSQL's jsonb cannot store (NUL, lone surrogates).
+    return encode_return(task.name, value)
 
 
 @cache
