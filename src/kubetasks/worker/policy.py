@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kubetasks.backoff import Backoff
 from kubetasks.exceptions import FailNow, InvalidTaskError, Retry, UnknownTaskError
 from kubetasks.records import TaskRecord
+from kubetasks.request import LATEST
 
 FINAL_ERRORS: tuple[type[BaseException], ...] = (FailNow, UnknownTaskError, InvalidTaskError)
 """Errors another attempt cannot mend: the task asked to fail, this worker does not know the
@@ -34,9 +36,11 @@ class RetryAt:
 
 @dataclass(frozen=True, slots=True)
 class FailTask:
-    """End the task FAILED; ``reason`` says why no attempt is left."""
+    """End the task FAILED; ``reason`` says why no attempt is left. ``note``, when given, is
+    added to the stored error: the task's own error does not explain the failure."""
 
     reason: str
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +71,23 @@ def after_failure(error: BaseException, *, attempt: int, max_attempts: int, back
     if attempt >= max_attempts:
         return FailTask(f"attempt {attempt} of {max_attempts} failed; no attempt is left")
     requested = error.delay if isinstance(error, Retry) else None
-    delay = float(requested) if isinstance(requested, (int, float)) else backoff.delay(attempt)
-    delay = max(0.0, delay)
-    return RetryAt(now + timedelta(seconds=delay), delay)
+    source = "Retry(delay=...)" if requested is not None else "the task's retry_backoff"
+    delay = requested if requested is not None else backoff.delay(attempt)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay == math.inf \
+            or (isinstance(delay, float) and math.isnan(delay)):
+        reason = (f"the retry delay {delay!r} from {source} is not a finite number of seconds, "
+                  "so no retry could be scheduled")
+        return FailTask(reason, note=reason)
+    return retry_after(now, max(0, delay))
+
+
+def retry_after(now: datetime, delay: float) -> RetryAt:
+    """A retry ``delay`` seconds from ``now``; a delay past ``request.LATEST`` (the latest time
+    every reader can hold) waits until then."""
+    room = (LATEST - now).total_seconds()
+    if delay >= room:
+        return RetryAt(LATEST, room)
+    return RetryAt(now + timedelta(seconds=delay), float(delay))
 
 
 def idle_wait(*, now: datetime, next_run_after: datetime | None, poll_interval: float) -> float:

@@ -104,34 +104,57 @@ class Reporter:
     def _write(self, batch: list[Finished]) -> None:
         """Leave in ``batch`` only what was not written, so that the caller can put back exactly
         that when the database goes away."""
+        successes = [f for f in batch if isinstance(f.result, Succeeded)]
+        if successes:
+            try:
+                self._complete(successes)
+            except DATABASE_AWAY:
+                raise
+            except DatabaseError:
+                # The database refused something in the data, not the connection: alone, one
+                # bad entry cannot hold back the others.
+                log.warning("a batch of %d successes was refused; writing them one at a time",
+                            len(successes), exc_info=True)
+            else:
+                batch[:] = [f for f in batch if isinstance(f.result, Failed)]
+        while batch:
+            self._write_alone(batch[0])
+            del batch[0]
+
+    def _write_alone(self, finished: Finished) -> None:
+        """Write one outcome. One that cannot be written as it is (the database refuses it, or
+        no retry can be scheduled from it) ends the task FAILED saying why: a task never stays
+        RUNNING because of its outcome, and the rest of the batch is written all the same."""
         try:
-            self._complete([f for f in batch if isinstance(f.result, Succeeded)])
-            batch[:] = [f for f in batch if isinstance(f.result, Failed)]
-            while batch:
-                self._fail_or_retry(batch[0])
-                del batch[0]
+            if isinstance(finished.result, Succeeded):
+                self._complete([finished])
+            else:
+                self._fail_or_retry(finished)
+        except DATABASE_AWAY:
+            raise
+        except Exception as error:
+            log.exception("the outcome could not be recorded as it is; recording the task as "
+                          "FAILED instead", extra=task_fields(finished.record))
+            self._fail_unwritable(finished, error)
+
+    def _fail_unwritable(self, finished: Finished, error: Exception) -> None:
+        record = finished.record
+        assert record.claim_id is not None
+        outcome = "success" if isinstance(finished.result, Succeeded) else "failure"
+        note = f"the {outcome} of attempt {record.attempts} could not be recorded"
+        try:
+            held = self.store.fail(record.claim_id,
+                                   self._error_json(error, attempt=record.attempts, note=note))
         except DATABASE_AWAY:
             raise
         except DatabaseError:
-            # The database refused something in the data, not the connection: alone, one bad
-            # entry cannot hold back the others.
-            log.warning("a batch of outcomes was refused; writing them one at a time",
-                        exc_info=True)
-            while batch:
-                try:
-                    self._write_one(batch[0])
-                except DATABASE_AWAY:
-                    raise
-                except DatabaseError:
-                    log.exception("outcome not recorded: the database refused it; the task stays "
-                                  "RUNNING until put back as lost", extra=task_fields(batch[0].record))
-                del batch[0]
-
-    def _write_one(self, finished: Finished) -> None:
-        if isinstance(finished.result, Succeeded):
-            self._complete([finished])
+            log.exception("outcome not recorded: the database refused it; the task stays "
+                          "RUNNING until put back as lost", extra=task_fields(record))
+            return
+        if held:
+            self.metrics.failed.labels(record.queue_name, task_label(record.task_name)).inc()
         else:
-            self._fail_or_retry(finished)
+            self._claim_was_lost(finished)
 
     def _complete(self, done: list[Finished]) -> None:
         outcomes = []
@@ -172,6 +195,8 @@ class Reporter:
                             record.max_attempts, decision.delay, exc_info=result.error,
                             extra=fields)
         else:
+            if decision.note:
+                error = self._error_json(result.error, attempt=record.attempts, note=decision.note)
             held = self.store.fail(record.claim_id, error)
             if held:
                 self.metrics.failed.labels(record.queue_name, label).inc()
@@ -185,16 +210,20 @@ class Reporter:
         log.warning("outcome not recorded: the claim was taken away (the task was put back as "
                     "lost and belongs to a newer attempt)", extra=task_fields(finished.record))
 
-    def _error_json(self, error: BaseException, *, attempt: int) -> str:
+    def _error_json(self, error: BaseException, *, attempt: int, note: str = "") -> str:
+        """The error as stored; ``note`` (why the task failed, when the error alone does not
+        say) comes before the error's own message."""
         try:
             described = error_from_exception(error, attempt=attempt, worker_id=self.worker_id)
         except Exception:  # whatever the exception does, its failure must still be recorded
             described = TaskError.of_class(type(error), "<the exception could not be described>",
                                            attempt=attempt, worker_id=self.worker_id)
-        # PostgreSQL's jsonb cannot hold the NUL character; an error text must still be stored.
-        return replace(described, message=_without_nul(described.message),
-                       traceback=_without_nul(described.traceback)).to_json()
+        message = f"{note}: {described.message}" if note else described.message
+        # PostgreSQL cannot store NUL or lone surrogates; an error text must still be stored.
+        return replace(described, message=_storable(message),
+                       traceback=_storable(described.traceback)).to_json()
 
 
-def _without_nul(text: str) -> str:
-    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
+def _storable(text: str) -> str:
+    text = text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
+    return text.encode("utf-8", "replace").decode("utf-8")
