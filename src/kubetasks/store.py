@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
-from kubetasks.exceptions import TaskLost, TaskResultDoesNotExist
+from kubetasks.exceptions import InvalidTaskError, TaskLost, TaskResultDoesNotExist
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
@@ -47,6 +49,38 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
 )
 """Errors that mean "the database cannot take this now": try again later, lose nothing."""
 
+SCHEMA_MISSING: tuple[type[BaseException], ...] = (
+    psycopg.errors.UndefinedTable,     # relation "kubetasks_tasks" does not exist
+    psycopg.errors.UndefinedObject,    # type "kubetasks_state" does not exist
+    psycopg.errors.UndefinedColumn,    # a schema older than this code
+)
+"""Errors that mean "this database lacks the kubetasks schema, or has an older one": run
+``kubetasks migrate``, then try again."""
+
+
+class BoundedTimestamptzLoader(TimestamptzLoader):
+    """``timestamptz`` as a datetime; a time no datetime holds (PostgreSQL's ``infinity``, a
+    year before 1 or after 9999 in the session's time zone, written by hand: the client never
+    writes one) reads as the earliest or the latest datetime instead of failing the whole read.
+    """
+
+    def load(self, data: psycopg.abc.Buffer) -> datetime:
+        try:
+            value: datetime = super().load(data)
+        except psycopg.DataError:
+            text = bytes(data)
+            early = text.startswith(b"-") or text.endswith(b"BC")
+            return (datetime.min if early else datetime.max).replace(tzinfo=UTC)
+        return value
+
+
+def _register_loaders(context: psycopg.abc.AdaptContext) -> None:
+    context.adapters.register_loader("timestamptz", BoundedTimestamptzLoader)
+
+
+def _configure_connection(conn: psycopg.Connection[Any]) -> None:
+    _register_loaders(conn)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -69,13 +103,19 @@ class Store:
         self.pool = ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
             kwargs={"autocommit": True, "row_factory": dict_row}, name="kubetasks",
+            configure=_configure_connection,
+            # A connection is checked before it is lent: after a PostgreSQL restart the pool
+            # holds dead ones, which would fail the caller's statement.
+            check=ConnectionPool.check_connection,
         )
         self._opened = False
+        self._opening = threading.Lock()  # threads (and aenqueue's) may race to open it
 
     def close(self) -> None:
-        if self._opened:
-            self.pool.close()
-            self._opened = False
+        with self._opening:
+            if self._opened:
+                self.pool.close()
+                self._opened = False
 
     def __enter__(self) -> Store:
         return self
@@ -94,8 +134,10 @@ class Store:
             yield given
             return
         if not self._opened:
-            self.pool.open(wait=True)
-            self._opened = True
+            with self._opening:
+                if not self._opened:
+                    self.pool.open(wait=True)
+                    self._opened = True
         with self.pool.connection() as conn:
             yield conn
 
@@ -105,6 +147,7 @@ class Store:
             if connection is not None:
                 # The caller's connection may load JSON its own way (Django keeps it as text).
                 cur.adapters.register_loader("jsonb", JsonbLoader)
+                _register_loaders(cur)
             cur.execute(query(name), params, prepare=True)
             return cur.fetchall() if cur.description else []
 
@@ -151,11 +194,26 @@ class Store:
         """Claim up to ``limit`` due tasks, returned in claim order; concurrent claimers skip
         locked rows. Each queue's claim-order index is walked, so the cost stays flat as the
         backlog grows."""
-        rows = self._rows("claim_tasks", {
-            "queue_names": sorted(set(queue_names)), "limit": limit, "pod_name": worker.pod_name,
-            "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id,
-        })
-        return [TaskRecord.from_row(row) for row in sorted(rows, key=lambda row: row["claim_rank"])]
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query("claim_tasks"), {
+                "queue_names": sorted(set(queue_names)), "limit": limit,
+                "pod_name": worker.pod_name, "pod_uid": worker.pod_uid, "nonce": worker.nonce,
+                "worker_id": worker.worker_id,
+            }, prepare=True)
+            claimed, unreadable = _claimed_rows(cur)
+        for task_id, claim_id, problem in unreadable:
+            self._fail_unreadable(task_id, claim_id, problem)
+        return [record for _, record in sorted(claimed, key=lambda pair: pair[0])]
+
+    def _fail_unreadable(self, task_id: int, claim_id: UUID, problem: Exception) -> None:
+        """A claimed row that cannot be read cannot be run: it fails alone, saying why, and the
+        rest of the claim runs."""
+        message = (f"task {task_id} cannot be read from its row ({type(problem).__name__}: "
+                   f"{problem}); it was not written by the kubetasks client, which refuses "
+                   "such values")
+        log.error("claimed a task whose row cannot be read; it fails: %s", message,
+                  extra={"task_id": task_id})
+        self.fail(claim_id, TaskError.of_class(InvalidTaskError, message).to_json())
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
         """Record successes; returns the claims that were still held (the others were lost)."""
@@ -355,6 +413,30 @@ def _apply_once(conn: psycopg.Connection[Any], change: SchemaChange) -> bool:
         conn.execute(change.sql.encode())  # bytes: the file's % signs are not placeholders
         conn.execute(query("record_migration"), {"version": change.version, "name": change.name})
         return True
+
+
+def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
+                  ) -> tuple[list[tuple[int, TaskRecord]], list[tuple[int, UUID, Exception]]]:
+    """The claimed rows as (rank, record), and those that cannot be read as (id, claim, why).
+    Read one by one, so that one row no value can be made of spoils none of the others."""
+    result = cur.pgresult
+    if result is None:
+        return [], []
+    columns = [column.name for column in cur.description or ()]
+    readable, unreadable = [], []
+    for index in range(result.ntuples):
+        cur.scroll(index, mode="absolute")
+        try:
+            row = cur.fetchone()
+            assert row is not None
+            readable.append((int(row["claim_rank"]), TaskRecord.from_row(row)))
+        except Exception as problem:
+            # Only the id and the claim, as text, are needed to fail it.
+            task_id, claim_id = (result.get_value(index, columns.index(name))
+                                 for name in ("id", "claim_id"))
+            assert task_id is not None and claim_id is not None
+            unreadable.append((int(bytes(task_id)), UUID(bytes(claim_id).decode()), problem))
+    return readable, unreadable
 
 
 def _task_id(task_id: int | str) -> int:
