@@ -97,3 +97,11 @@ def test_max_lost_zero_means_fail_on_the_first_loss() -> None:
     assert settings("--import", "a", "--max-lost", "0").max_lost == 0
     with pytest.raises(ConfigurationError, match="--max-lost"):
         settings("--import", "a", "--max-lost", "-1")
+
+
+@pytest.mark.parametrize("value", ["1001", "100000000000000000000", "-3"])
+def test_concurrency_has_a_sane_upper_bound(value: str) -> None:
+    assert settings("--import", "a", "--concurrency", "1000").concurrency == 1000
+    with pytest.raises(ConfigurationError, match=rf"--concurrency='{value}' is invalid: use a "
+                       r"whole number from 1 to 1000 \(for more, run more workers\)"):
+        settings("--import", "a", "--concurrency", value)

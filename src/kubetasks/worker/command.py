@@ -52,14 +52,26 @@ def serve(settings: WorkerSettings, *, identity: WorkerIdentity) -> None:
     health = HealthState(liveness_timeout=settings.liveness_timeout)
     worker = Worker(settings, store=store, identity=identity, metrics=metrics, health=health)
     try:
-        with HealthServer(settings.health_host, settings.health_port, health,
-                          metrics.registry) as server:
+        with _probe_server(settings, health, metrics) as server:
             log.info("health and metrics on http://%s:%d (/healthz /readyz /metrics)",
                      settings.health_host, server.port, extra={"health_port": server.port})
             asyncio.run(_until_stopped(worker))
     finally:
         store.close()
         backend.close()
+
+
+def _probe_server(settings: WorkerSettings, health: HealthState,
+                  metrics: WorkerMetrics) -> HealthServer:
+    host, port = settings.health_host, settings.health_port
+    try:
+        return HealthServer(host, port, health, metrics.registry)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot serve /healthz, /readyz and /metrics on {host}:{port}: "
+            f"{error.strerror or error} (another worker on this host?); choose another port "
+            "with --health-port PORT or KUBETASKS_HEALTH_PORT, or 0 to pick a free one"
+        ) from None
 
 
 async def _until_stopped(worker: Worker) -> None:

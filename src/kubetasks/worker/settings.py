@@ -23,6 +23,9 @@ listening connection), so it can be slow."""
 NO_LISTEN_POLL_INTERVAL = 1.0
 """Without LISTEN, polling is how new work is found: every second bounds the pickup delay."""
 
+MAX_CONCURRENCY = 1000
+"""Slots of one worker; each is a thread. For more, run more workers."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
@@ -69,7 +72,7 @@ class WorkerSettings:
             imports=imports,
             queues=tuple(args.queues) or parse_names(env.get("KUBETASKS_WORKER_QUEUES", "")),
             concurrency=pick(args.concurrency, "KUBETASKS_WORKER_CONCURRENCY", "--concurrency",
-                             parse_count, cls.concurrency),
+                             parse_concurrency, cls.concurrency),
             listen=listen,
             poll_interval=pick(args.poll_interval, "KUBETASKS_WORKER_POLL_INTERVAL",
                                "--poll-interval", parse_seconds,
@@ -97,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue to serve; repeat for more (env KUBETASKS_WORKER_QUEUES; "
              "default: the queues of the imported tasks)")
     add("--concurrency", metavar="N",
-        help="tasks run at once (env KUBETASKS_WORKER_CONCURRENCY; default 8)")
+        help="tasks run at once, 1 to 1000 (env KUBETASKS_WORKER_CONCURRENCY; default 8)")
     add("--listen", action=argparse.BooleanOptionalAction, default=None,
         help="wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
              "(env KUBETASKS_WORKER_LISTEN=true|false; default true)")
@@ -141,10 +144,11 @@ def parse_max_lost(text: str) -> int:
     return int(text)
 
 
-def parse_count(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else -1
-    if value < 1:
-        raise ValueError("use a whole number >= 1")
+def parse_concurrency(text: str) -> int:
+    value = int(text) if text.strip().isdigit() and len(text) < 10 else -1
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise ValueError(f"use a whole number from 1 to {MAX_CONCURRENCY} (for more, run more "
+                         "workers)")
     return value
 
 

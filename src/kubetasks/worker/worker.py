@@ -16,7 +16,7 @@ from typing import ParamSpec, TypeVar
 
 from kubetasks.identity import WorkerIdentity
 from kubetasks.records import task_fields
-from kubetasks.store import DATABASE_AWAY, Store
+from kubetasks.store import DATABASE_AWAY, SCHEMA_MISSING, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
@@ -187,14 +187,20 @@ class Worker:
     # -- the database ------------------------------------------------------------------
 
     async def _database(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
-        """Run a store call on a thread. If the database cannot be reached, log it, report not
-        ready, and return None: the caller tries again later."""
+        """Run a store call on a thread. If the database cannot be reached, or lacks the schema,
+        log it, report not ready, and return None: the caller tries again later."""
         try:
             value = await asyncio.to_thread(call, *args, **kwargs)
         except DATABASE_AWAY as error:
             self._database_failures += 1
             self.health.database_ok = False
             log.warning("database unreachable (%s): %s", getattr(call, "__name__", call), error)
+            return None
+        except SCHEMA_MISSING as error:
+            self._database_failures += 1
+            self.health.database_ok = False
+            log.error("the database lacks the kubetasks schema, or has an older one (%s); run "
+                      "`kubetasks migrate` against it. Trying again", str(error).strip())
             return None
         if self._database_failures or not self.health.database_ok:
             self._database_failures = 0
