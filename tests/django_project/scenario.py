@@ -24,7 +24,11 @@ else:
     from django_tasks import TaskResultStatus, default_task_backend, task_backends
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
 
-from tests.django_project.tasks import attempt_number, send_welcome  # noqa: E402
+from tests.django_project.tasks import (  # noqa: E402
+    attempt_number,
+    database_session,
+    send_welcome,
+)
 
 
 def count() -> int:
@@ -91,7 +95,7 @@ repo = os.environ["KUBETASKS_REPO"]
 worker = subprocess.Popen(
     [sys.executable, "-m", "kubetasks.cli", "worker", "--queue", "emails", "--queue", "default",
      "--import", "kubetasks.contrib.django.setup", "--import", "tests.django_project.tasks",
-     "--health-port", "0"],
+     "--health-port", "0", "--concurrency", "1"],  # one thread: it keeps its connection
     cwd=repo, env={**os.environ, "KUBETASKS_DATABASE_URL": "postgresql://{USER}@{HOST}:{PORT}/{NAME}"
                    .format(**connection.settings_dict)},
 )
@@ -100,6 +104,13 @@ try:
     assert done.status == TaskResultStatus.SUCCESSFUL, (done.status, done.errors)
     assert done.return_value == "welcome 4 with default", done.return_value
     assert wait_finished(context_result).return_value == 1
+    first_session = wait_finished(database_session.enqueue()).return_value
+    with connection.cursor() as cursor:  # as a PostgreSQL restart does to the worker's session
+        cursor.execute("SELECT pg_terminate_backend(%s)", [first_session])
+    after = wait_finished(database_session.enqueue())
+    assert after.status == TaskResultStatus.SUCCESSFUL, [e.traceback for e in after.errors]
+    assert after.return_value != first_session
+    print("a broken ORM connection is replaced before the next task, as a request would")
 finally:
     worker.terminate()
     worker.wait(timeout=30)

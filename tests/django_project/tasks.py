@@ -14,3 +14,13 @@ def send_welcome(user_id: int, template: str = "default") -> str:
 @task(takes_context=True)
 def attempt_number(context) -> int:  # type: ignore[no-untyped-def]
     return int(context.attempt)
+
+
+@task()
+def database_session() -> int:
+    """The PostgreSQL backend pid of this thread's ORM connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])

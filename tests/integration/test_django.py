@@ -59,5 +59,6 @@ def test_django_tasks_api_on_kubetasks(line: str, postgresql: psycopg.Connection
         line == "backport" and version.startswith("django 4."))
     assert "KubeTasksBackend" in version
     assert "exists only if committed" in out
+    assert "a broken ORM connection is replaced before the next task" in out
     assert "unknown queue refused: Queue 'unknown' is not valid for backend." in out
     assert out.rstrip().endswith("OK")

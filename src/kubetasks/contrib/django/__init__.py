@@ -20,7 +20,13 @@ Workers run Django tasks with ``kubetasks worker --import kubetasks.contrib.djan
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 try:  # Django 6
     from django.tasks import TaskResultStatus as DjangoStatus
@@ -55,6 +61,35 @@ def _store(url: str) -> Store:
     return _stores[url]
 
 
+def as_a_request(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` run the way Django runs a view: ``close_old_connections()`` before and after,
+    as the ``request_started`` and ``request_finished`` signals do. A worker thread runs task
+    after task; without this, a connection that broke (PostgreSQL restarted) or passed
+    ``CONN_MAX_AGE`` would stay on the thread and fail every later task there."""
+    if inspect.iscoroutinefunction(func):
+        close_async = sync_to_async(close_old_connections)  # where the ORM's async calls run
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            await close_async()
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                await close_async()
+
+        return run_async
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
+
+
 class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
     """Django tasks enqueued into kubetasks, run by ``kubetasks worker`` pods."""
 
@@ -76,7 +111,8 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         # module can run it, by name, without importing anything named by the database.
         _django_tasks.setdefault(task.module_path, task)
         if task.module_path not in registry:
-            register(Task(func=task.func, name=task.module_path, queue_name=task.queue_name,
+            register(Task(func=as_a_request(task.func), name=task.module_path,
+                          queue_name=task.queue_name,
                           priority=task.priority, max_attempts=self.max_attempts,
                           takes_context=task.takes_context))
 
