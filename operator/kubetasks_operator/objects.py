@@ -10,6 +10,13 @@ from kubetasks_operator.spec import MANAGED_BY, QUEUE_LABEL, TASKQUEUE_LABEL, Ta
 WORKER_CONTAINER = "worker"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DATABASE_ANNOTATION = "kubetasks.io/database"
+TMP_VOLUME = "tmp"
+
+
+class DeploymentRefused(Exception):
+    """The API server refused the worker Deployment (invalid, forbidden, a field it does not
+    know); the message is the server's, naming the field. It stays refused until the
+    TaskQueue changes."""
 
 
 def deployment_name(taskqueue_name: str) -> str:
@@ -55,6 +62,15 @@ def worker_args(spec: TaskQueueSpec, taskqueue_name: str) -> list[str]:
             *worker.args]
 
 
+POD_SECURITY: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""Hardened by default (the restricted Pod Security Standard); ``worker.podSecurityContext``
+and ``worker.securityContext`` override these field by field."""
+
+
 def worker_container(spec: TaskQueueSpec, taskqueue_name: str) -> dict[str, Any]:
     worker = spec.worker
     port = worker.health_port
@@ -68,7 +84,9 @@ def worker_container(spec: TaskQueueSpec, taskqueue_name: str) -> dict[str, Any]
                           "periodSeconds": 10, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": port},
                            "periodSeconds": 5, "failureThreshold": 2},
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": {**CONTAINER_SECURITY, **worker.security_context},
+        # The root filesystem is read-only: temporary files go to an emptyDir.
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     optional = {"imagePullPolicy": worker.image_pull_policy, "envFrom": list(worker.env_from),
                 "resources": worker.resources}
@@ -91,6 +109,10 @@ def worker_deployment(spec: TaskQueueSpec, *, taskqueue_name: str, namespace: st
     pod_spec: dict[str, Any] = {
         "containers": [worker_container(spec, taskqueue_name)],
         "terminationGracePeriodSeconds": worker.grace_period_seconds,
+        "securityContext": {**POD_SECURITY, **worker.pod_security_context},
+        # Workers need no Kubernetes API: no token in the pod unless the TaskQueue asks.
+        "automountServiceAccountToken": worker.automount_service_account_token,
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
     }
     optional = {"serviceAccountName": worker.service_account_name,
                 "nodeSelector": worker.node_selector, "tolerations": list(worker.tolerations)}

@@ -32,7 +32,7 @@ class Database(Model):
 
 
 class Worker(Model):
-    image: str = Field(min_length=1)
+    image: str = Field(min_length=1, pattern=r"^\S+$")
     image_pull_policy: str | None = Field(default=None, alias="imagePullPolicy")
     args: tuple[str, ...] = ()
     concurrency: int = Field(default=4, ge=1, le=256)
@@ -46,6 +46,10 @@ class Worker(Model):
     tolerations: tuple[dict[str, Any], ...] = ()
     pod_labels: dict[str, str] = Field(default_factory=dict, alias="podLabels")
     pod_annotations: dict[str, str] = Field(default_factory=dict, alias="podAnnotations")
+    pod_security_context: dict[str, Any] = Field(default_factory=dict, alias="podSecurityContext")
+    security_context: dict[str, Any] = Field(default_factory=dict, alias="securityContext")
+    automount_service_account_token: bool = Field(default=False,
+                                                  alias="automountServiceAccountToken")
 
 
 class Scaling(Model):
