@@ -32,12 +32,20 @@ def main() -> int:
 
 
 def run(settings: OperatorSettings) -> int:
+    import logging
+    import os
+
     import kopf
     from prometheus_client import start_http_server
 
-    from kubetasks.logs import setup_logging
+    from kubetasks.logs import RedactSecrets, setup_logging
 
     setup_logging(settings.log_level)
+    # kopf posts its per-object log lines as Events, through a handler of its own: mask them
+    # before that handler formats them.
+    logging.getLogger("kopf.objects").addFilter(RedactSecrets())
+    # A database that does not answer is reported within seconds, with libpq's reason.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "5")
     start_http_server(settings.metrics_port)
     kopf.run(
         standalone=True,

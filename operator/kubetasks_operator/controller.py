@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from kubetasks.logs import redact
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
@@ -36,6 +37,7 @@ class QueueStore(Protocol):
 
     @property
     def conninfo(self) -> str: ...
+    def connect(self) -> Any: ...
     def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]: ...
     def busy_pods(self, queue_name: str) -> dict[str, int]: ...
     def deadline_work(self, queue_name: str, *, horizon: timedelta) -> list[DeadlineWork]: ...
@@ -53,7 +55,7 @@ class QueueStore(Protocol):
 class KubeApi(Protocol):
     """What a queue's controller needs of ``kubetasks_operator.kube.Kube``."""
 
-    def deployment_scale(self, namespace: str, name: str) -> tuple[int, int] | None: ...
+    def deployment_state(self, namespace: str, name: str) -> tuple[int, int, str | None] | None: ...
     def apply_deployment(self, body: dict[str, Any]) -> str: ...
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
@@ -97,6 +99,23 @@ class DeploymentMissing(LookupError):
     """The worker Deployment is gone (deleted by hand): the operator makes it again."""
 
 
+READINESS = ("Reconciled", "DatabaseReachable", "WorkerPods", "Scaling")
+"""The conditions ``Ready`` sums up: it is True only when the Deployment is applied and the
+database answered, and no other of these is False."""
+
+
+def readiness(conditions: Sequence[Mapping[str, str]]) -> tuple[bool, str, str]:
+    """``Ready``'s status, reason and message: the first failing condition's, if any."""
+    by_type = {c["type"]: c for c in conditions}
+    for kind in READINESS:
+        failing = by_type.get(kind)
+        if failing is not None and failing["status"] == "False":
+            return False, failing.get("reason", kind), failing.get("message", "")
+    if "Reconciled" in by_type and "DatabaseReachable" in by_type:
+        return True, "Ready", "the worker Deployment is applied and the database answers"
+    return False, "Pending", "waiting for the worker Deployment and a first reading of the database"
+
+
 @dataclass
 class QueueController:
     """The scaling state of one TaskQueue, kept in memory between steps."""
@@ -135,10 +154,14 @@ class QueueController:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
-        scale = self.kube.deployment_scale(self.namespace, self.deployment)
-        if scale is None:
+        state = self.kube.deployment_state(self.namespace, self.deployment)
+        if state is None:
             raise DeploymentMissing(f"Deployment {self.deployment} does not exist")
-        current, self.ready_replicas = scale
+        current, self.ready_replicas, failure = state
+        if failure:
+            self.report_failure("WorkerPods", "FailedCreate", f"worker pods cannot be created: {failure}")
+        else:
+            self.set_condition("WorkerPods", True, "Created", "no pod creation failed")
         observation = Observation(
             ready=stats.ready, running=stats.running, deadlines=deadlines,
             current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
@@ -170,9 +193,28 @@ class QueueController:
             self.kube.annotate_pod(self.namespace, pod, {DELETION_COST: str(cost)})
 
     def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+        """Set one condition (its message masked of secrets), and ``Ready`` from them all."""
+        self._put_condition(kind, ok, reason, redact(message))
+        if kind != "Ready":
+            self._put_condition("Ready", *readiness(self.conditions))
+
+    def _put_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
         fresh = merge_conditions(self.conditions, [condition(kind, ok, reason, message, utcnow())])
         others = [c for c in self.conditions if c["type"] != kind]
         self.conditions = sorted(others + fresh, key=lambda c: c["type"])
+
+    def report_failure(self, kind: str, reason: str, message: str) -> None:
+        """Set ``kind`` False for ``reason``, with a Warning Event when that is news (the
+        condition was not already False for the same reason)."""
+        current = next((c for c in self.conditions if c["type"] == kind), None)
+        if current is None or (current["status"], current.get("reason")) != ("False", reason):
+            self.post_event("Warning", reason, redact(message))
+        self.set_condition(kind, False, reason, message)
+
+    def condition_reason(self, kind: str) -> str | None:
+        """The reason of condition ``kind`` while it is False, else None."""
+        return next((c.get("reason") for c in self.conditions
+                     if c["type"] == kind and c["status"] == "False"), None)
 
     def write_status(self, now: datetime, stats: QueueStats | None = None,
                      decision: ScaleDecision | None = None, *, scaled: bool = False) -> None:

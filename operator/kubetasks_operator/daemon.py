@@ -12,9 +12,11 @@ from datetime import timedelta
 
 import kopf
 
+from kubetasks.logs import redact
 from kubetasks.store import DatabaseError
-from kubetasks_operator.controller import DeploymentMissing, QueueController, utcnow
-from kubetasks_operator.objects import database_fingerprint, worker_deployment
+from kubetasks_operator.controller import DeploymentMissing, QueueController, QueueStore, utcnow
+from kubetasks_operator.kube import SecretMissing
+from kubetasks_operator.objects import DeploymentRefused, database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Key, Runtime
 from kubetasks_operator.sweeper import sweep
 
@@ -36,10 +38,13 @@ async def run_queue_loop(runtime: Runtime, key: Key, body: kopf.Body, stopped: k
             # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
             wake.clear()
             controller = runtime.controllers.get(key, controller)
-            if loop.sweep_due():
-                controller = await _follow_secret(runtime, controller, body)
-            wakeup.follow(controller)  # the database or the queue name may have changed
-            await loop.run_once(controller, body, live_pods())
+            try:
+                if loop.sweep_due():
+                    controller = await _follow_secret(runtime, controller, body)
+                wakeup.follow(controller)  # the database or the queue name may have changed
+                await loop.run_once(controller, body, live_pods())
+            except Exception:  # run_once reports its own; this keeps the loop alive whatever
+                log.exception("queue loop step failed", extra={"taskqueue": controller.name})
             await _pause(wake, stopped, controller.spec.scaling.poll_interval_seconds)
     finally:
         wakeup.follow(None)
@@ -48,14 +53,21 @@ async def run_queue_loop(runtime: Runtime, key: Key, body: kopf.Body, stopped: k
 
 
 def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> None:
-    """Create or update the TaskQueue's worker Deployment (owned by it), and say so in status."""
+    """Create or update the TaskQueue's worker Deployment (owned by it), and say so in status:
+    ``Reconciled``, with a Warning Event naming the cause when the API server refuses it."""
     deployment = worker_deployment(controller.spec, taskqueue_name=controller.name,
                                    namespace=controller.namespace,
                                    replicas=controller.spec.scaling.min_replicas,
                                    database=database_fingerprint(controller.store.conninfo))
     kopf.adopt(deployment, owner=body)
-    outcome = controller.kube.apply_deployment(deployment)
-    controller.set_condition("Ready", True, "Reconciled", f"Deployment {controller.deployment} {outcome}")
+    try:
+        outcome = controller.kube.apply_deployment(deployment)
+    except DeploymentRefused as error:
+        controller.report_failure("Reconciled", "DeploymentRefused", str(error))
+        with contextlib.suppress(Exception):  # the status is best effort while failing
+            controller.write_status(utcnow())
+        raise
+    controller.set_condition("Reconciled", True, "Applied", f"Deployment {controller.deployment} {outcome}")
     controller.write_status(utcnow())
     log.info("reconciled", extra={"taskqueue": controller.name, "deployment": controller.deployment,
                                   "outcome": outcome})
@@ -69,9 +81,16 @@ async def _follow_secret(runtime: Runtime, controller: QueueController,
     try:
         conninfo = await asyncio.to_thread(runtime.kube.secret_value, controller.namespace,
                                            ref.name, ref.key)
-    except Exception:  # missing now, or the API is away: keep the URL we have
+    except SecretMissing as error:  # scaling goes on with the URL we have; new pods cannot start
+        controller.report_failure("Reconciled", "DatabaseSecretMissing",
+                                  f"{error}: new worker pods cannot start")
+        await asyncio.to_thread(controller.write_status, utcnow())
+        return controller
+    except Exception:  # the API is away: keep the URL we have
         return controller
     if conninfo == controller.store.conninfo:
+        if controller.condition_reason("Reconciled") == "DatabaseSecretMissing":  # it is back
+            await asyncio.to_thread(apply_worker_deployment, controller, body)
         return controller
     changed = runtime.controller(body, controller.spec, conninfo)
     changed.post_event("Normal", "DatabaseSecretChanged",
@@ -121,33 +140,50 @@ class QueueLoop:
     async def run_once(self, controller: QueueController, body: kopf.Body,
                        pods: dict[str, str]) -> None:
         try:
-            await asyncio.to_thread(controller.step, utcnow(), pods)
+            try:
+                await asyncio.to_thread(controller.step, utcnow(), pods)
+            except DeploymentMissing as error:
+                # Made again (or refused, with the cause) before the next step.
+                await asyncio.to_thread(apply_worker_deployment, controller, body)
+                if controller.condition_reason("Reconciled") is None:
+                    controller.post_event("Warning", "DeploymentMissing", f"{error}; made it again")
+                return
             if self.sweep_due():
                 await asyncio.to_thread(sweep, controller, pods)
                 interval = controller.spec.lost_tasks.sweep_interval_seconds
                 self.next_sweep = utcnow() + timedelta(seconds=interval)
-        except DeploymentMissing as error:
-            controller.post_event("Warning", "DeploymentMissing", f"{error}; creating it again")
-            await asyncio.to_thread(apply_worker_deployment, controller, body)
+        except DeploymentRefused:
+            self.failing = "DeploymentRefused"  # apply_worker_deployment reported it
         except DatabaseError as error:
-            await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", error)
+            message = await asyncio.to_thread(database_problem, controller.store, error)
+            await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", message)
         except Exception as error:  # the API server restarting, throttling, ...: try again
             log.exception("scaling step failed", extra={"taskqueue": controller.name})
-            await self.failed(controller, "ScalingFailed", "Scaling", error)
+            await self.failed(controller, "ScalingFailed", "Scaling",
+                              str(error).strip() or type(error).__name__)
         else:
             if self.failing == "DatabaseUnreachable":
                 controller.post_event("Normal", "DatabaseReachable", "the database answers again")
             self.failing = None
 
     async def failed(self, controller: QueueController, reason: str, condition: str,
-                     error: Exception) -> None:
-        message = str(error).strip() or type(error).__name__
-        if self.failing != reason:
-            controller.post_event("Warning", reason, message)
+                     message: str) -> None:
         self.failing = reason
-        controller.set_condition(condition, False, reason, message)
+        controller.report_failure(condition, reason, message)
         with contextlib.suppress(Exception):  # the status is best effort while failing
             await asyncio.to_thread(controller.write_status, utcnow())
+
+
+def database_problem(store: QueueStore, error: Exception) -> str:
+    """What is wrong with the database, in libpq's words, which name the host: a pool only
+    says it waited in vain, so a connection of its own is tried for the reason."""
+    try:
+        store.connect().close()
+    except DatabaseError as cause:
+        return redact(f"cannot connect to the database: {cause}".strip())
+    except Exception:  # the original error says enough then
+        pass
+    return redact(str(error).strip() or type(error).__name__)
 
 
 async def _wait_for_controller(runtime: Runtime, key: tuple[str, str],

@@ -10,11 +10,13 @@ from typing import Any
 
 import kopf
 
+from kubetasks.logs import redact
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.controller import condition, utcnow
 from kubetasks_operator.daemon import apply_worker_deployment, run_queue_loop
 from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_config
 from kubetasks_operator.lost import pod_loss, restart_count
+from kubetasks_operator.objects import DeploymentRefused
 from kubetasks_operator.runtime import Runtime
 from kubetasks_operator.settings import OperatorSettings
 from kubetasks_operator.spec import (
@@ -70,34 +72,40 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
     try:
         parsed = parse_spec(spec)
     except InvalidSpec as error:
-        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        await asyncio.to_thread(_report_not_reconciled, runtime, body, "InvalidSpec", str(error))
         raise kopf.PermanentError(f"invalid spec: {error}") from None
     ref = parsed.database.secret_ref
     try:
         conninfo = await asyncio.to_thread(runtime.kube.secret_value, namespace, ref.name, ref.key)
     except SecretMissing as error:
-        await asyncio.to_thread(_report_missing_secret, runtime, body, str(error))
+        await asyncio.to_thread(_report_not_reconciled, runtime, body, "DatabaseSecretMissing",
+                                str(error))
         raise kopf.TemporaryError(f"{error}; retrying", delay=10) from None
     controller = runtime.controller(body, parsed, conninfo)
     controller.fields["observedGeneration"] = meta.get("generation")
     try:
         await asyncio.to_thread(apply_worker_deployment, controller, body)
+    except DeploymentRefused as error:  # reported on the TaskQueue; the daemon tries again
+        raise kopf.TemporaryError(redact(str(error)), delay=30) from None
     except ApiException as error:  # the API server busy or restarting: soon, not in a minute
         raise kopf.TemporaryError(
             f"applying the worker Deployment failed ({error.status} {error.reason}); retrying",
             delay=5) from None
 
 
-def _report_missing_secret(runtime: Runtime, body: kopf.Body, message: str) -> None:
+def _report_not_reconciled(runtime: Runtime, body: kopf.Body, reason: str, message: str) -> None:
+    """``Reconciled`` (and so ``Ready``) False for ``reason``, and a Warning Event."""
     meta = body["metadata"]
-    kopf.warn(body, reason="DatabaseSecretMissing", message=message)
+    message = redact(message)
     controller = runtime.controllers.get((meta["namespace"], meta["name"]))
     if controller is not None:  # its status writes carry all conditions: go through it
-        controller.set_condition("Ready", False, "DatabaseSecretMissing", message)
+        controller.report_failure("Reconciled", reason, message)
         controller.write_status(utcnow())
         return
+    kopf.warn(body, reason=reason, message=message)
     runtime.kube.patch_status(meta["namespace"], meta["name"], {"conditions": [
-        condition("Ready", False, "DatabaseSecretMissing", message, utcnow())]})
+        condition("Reconciled", False, reason, message, utcnow()),
+        condition("Ready", False, reason, message, utcnow())]})
 
 
 @kopf.index("pods", labels=MANAGED_BY)
@@ -114,7 +122,7 @@ def live_pods(index: kopf.Index[tuple[str, str], tuple[str, str]], namespace: st
     return dict(index.get((namespace, name), []))
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0, backoff=5)
 async def scale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, body: kopf.Body,
                 memo: kopf.Memo, **kwargs: Any) -> None:
     """The queue's control loop (``daemon.run_queue_loop``). It never ends on an error: each is

@@ -6,12 +6,15 @@ Calls are blocking (the official client); the async handlers run them in threads
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from kubetasks.logs import register_secret
+from kubetasks_operator.objects import DeploymentRefused
 from kubetasks_operator.spec import GROUP, PLURAL, VERSION
 
 __all__ = ["ApiException", "Kube", "SecretMissing", "load_config"]
@@ -48,23 +51,45 @@ class Kube:
         if key not in data:
             raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r} "
                                 f"(keys: {sorted(data) or 'none'})")
-        return base64.b64decode(data[key]).decode()
+        try:
+            value = base64.b64decode(data[key]).decode()
+        except ValueError:
+            raise SecretMissing(f"Secret {namespace}/{name} key {key!r} is not UTF-8 text") from None
+        register_secret(value)  # never logged, nor shown in an Event or a condition
+        return value
 
-    def deployment_scale(self, namespace: str, name: str) -> tuple[int, int] | None:
-        """``(spec.replicas, status.readyReplicas)`` of the Deployment, or None if it is gone."""
+    def deployment_state(self, namespace: str, name: str) -> tuple[int, int, str | None] | None:
+        """``(spec.replicas, status.readyReplicas, why pods cannot be made)`` of the Deployment
+        (the last from its ``ReplicaFailure`` condition: an unknown ServiceAccount, a quota),
+        or None if it is gone."""
         try:
             deployment = self.apps.read_namespaced_deployment(name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0)
+        failure = next((c.message or c.reason for c in deployment.status.conditions or ()
+                        if c.type == "ReplicaFailure" and c.status == "True"), None)
+        return (int(deployment.spec.replicas or 0), int(deployment.status.ready_replicas or 0),
+                failure)
 
     def apply_deployment(self, body: dict[str, Any], *, attempts: int = 5) -> str:
         """Create the Deployment with ``body``'s replicas, or replace its spec, so that removed
         fields go away, keeping the live replica count of the object whose version it replaces.
         A change in between (the controller updates the status all the time) is a conflict:
-        read again and retry, so that a scale made meanwhile is never undone."""
+        read again and retry, so that a scale made meanwhile is never undone. Fields the server
+        does not know are refused, not dropped: ``DeploymentRefused`` names them."""
+        try:
+            return self._apply_deployment(body, attempts)
+        except ApiException as error:
+            if error.status is None or not 400 <= error.status < 500:
+                raise  # the API server away or failing: try again later
+            meta = body["metadata"]
+            raise DeploymentRefused(
+                f"the API server refused Deployment {meta['namespace']}/{meta['name']}: "
+                f"{error.status} {error.reason}: {_api_message(error)}") from None
+
+    def _apply_deployment(self, body: dict[str, Any], attempts: int) -> str:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         for attempt in range(attempts):
             try:
@@ -72,7 +97,7 @@ class Kube:
             except ApiException as error:
                 if error.status != 404:
                     raise
-                self.apps.create_namespaced_deployment(namespace, body)
+                self.apps.create_namespaced_deployment(namespace, body, field_validation="Strict")
                 return "created"
             replacement = {
                 **body,
@@ -80,7 +105,8 @@ class Kube:
                 "spec": {**body["spec"], "replicas": int(current.spec.replicas or 0)},
             }
             try:
-                self.apps.replace_namespaced_deployment(name, namespace, replacement)
+                self.apps.replace_namespaced_deployment(name, namespace, replacement,
+                                                        field_validation="Strict")
                 return "replaced"
             except ApiException as error:
                 if error.status != 409 or attempt == attempts - 1:
@@ -106,3 +132,11 @@ class Kube:
         except ApiException as error:
             if error.status != 404:  # deleted meanwhile
                 raise
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own words (a Status object's message), else the response body."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.body or error.reason).strip()

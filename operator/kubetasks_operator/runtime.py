@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import kopf
 
+from kubetasks.logs import redact
 from kubetasks.store import Store
 from kubetasks_operator.controller import EventPoster, QueueController
 from kubetasks_operator.kube import Kube
@@ -22,7 +23,7 @@ def event_poster(reference: Mapping[str, Any]) -> EventPoster:
     ref = kopf.Body(cast(kopf.RawBody, dict(reference)))
 
     def post(kind: str, reason: str, message: str) -> None:
-        kopf.event(ref, type=kind, reason=reason, message=message[:1000])
+        kopf.event(ref, type=kind, reason=reason, message=redact(message)[:1000])
 
     return post
 

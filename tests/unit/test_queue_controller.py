@@ -62,11 +62,12 @@ class FakeStore:
 class FakeKube:
     replicas: int | None = 0
     ready: int = 0
+    failure: str | None = None
     calls: list[tuple[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
 
-    def deployment_scale(self, namespace: str, name: str) -> tuple[int, int] | None:
-        return None if self.replicas is None else (self.replicas, self.ready)
+    def deployment_state(self, namespace: str, name: str) -> tuple[int, int, str | None] | None:
+        return None if self.replicas is None else (self.replicas, self.ready, self.failure)
 
     def apply_deployment(self, body: dict[str, Any]) -> str:
         return "replaced"
@@ -116,7 +117,8 @@ def test_a_backlog_scales_the_deployment_up_and_says_why(
     assert (status["backlog"], status["desiredReplicas"], status["queueName"]) == (6, 3, "emails")
     assert status["lastScaleTime"] == NOW.isoformat(timespec="seconds")
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "DatabaseReachable": "True", "Scaling": "True"}
+        "DatabaseReachable": "True", "Scaling": "True", "WorkerPods": "True",
+        "Ready": "False"}  # not until the Deployment is applied (Reconciled)
 
 
 def test_a_scale_in_first_makes_idle_pods_cheaper_to_delete_than_busy_ones(
@@ -175,9 +177,9 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds(
     controller.set_condition("DatabaseReachable", False, "DatabaseUnreachable", "refused")
     first = controller.conditions[0]["lastTransitionTime"]
     controller.set_condition("DatabaseReachable", False, "DatabaseUnreachable", "timeout")
-    assert controller.conditions == [{
+    assert controller.conditions[0] == {
         "type": "DatabaseReachable", "status": "False", "reason": "DatabaseUnreachable",
-        "message": "timeout", "lastTransitionTime": first}]
+        "message": "timeout", "lastTransitionTime": first}
 
 
 def test_the_sweep_puts_back_tasks_of_gone_pods_and_prunes_by_retention(
