@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
 
 from kubetasks.logs import register_secret
 from kubetasks_operator.objects import DeploymentRefused
@@ -79,12 +80,16 @@ class Kube:
         A change in between (the controller updates the status all the time) is a conflict:
         read again and retry, so that a scale made meanwhile is never undone. Fields the server
         does not know are refused, not dropped: ``DeploymentRefused`` names them."""
+        meta = body["metadata"]
         try:
             return self._apply_deployment(body, attempts)
+        except ValidationError as error:  # the client checks the body before sending it
+            problems = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in error.errors())
+            raise DeploymentRefused(
+                f"Deployment {meta['namespace']}/{meta['name']} is invalid: {problems}") from None
         except ApiException as error:
             if error.status is None or not 400 <= error.status < 500:
                 raise  # the API server away or failing: try again later
-            meta = body["metadata"]
             raise DeploymentRefused(
                 f"the API server refused Deployment {meta['namespace']}/{meta['name']}: "
                 f"{error.status} {error.reason}: {_api_message(error)}") from None
@@ -140,3 +145,12 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body)["message"])
     except (TypeError, ValueError, KeyError):
         return str(error.body or error.reason).strip()
+
+
+def _field(location: tuple[int | str, ...]) -> str:
+    """``(2, "spec", "template", ..., 0, "env", 7, "valu")`` (argument 2, the body) as
+    ``spec.template...env[7].valu``."""
+    path = ""
+    for part in location[1:] if location and isinstance(location[0], int) else location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path.lstrip(".")
