@@ -10,6 +10,8 @@ runs ``kubetasks migrate`` on the local kubelet against a real, empty database.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -789,3 +791,315 @@ def test_a_failed_migration_installs_nothing(
         assert "refused" in log.lower(), log  # the cause, in the Job's log
     finally:
         helm.run("uninstall", release, f"--namespace={namespace}", check=False)
+
+
+# -- the values of KEDA's and cert-manager's charts; the Prometheus operator's objects --
+
+DIGEST = "sha256:" + "ab" * 32
+# Every optional object and new value on at once.
+EVERYTHING = (
+    "--set", f"image.digest={DIGEST}", "--set", "priorityClassName=system-cluster-critical",
+    "--set", "podLabels.team=payments", "--set-json", 'extraArgs=["--verbose"]',
+    "--set", "podDisruptionBudget.enabled=true", "--set", "serviceMonitor.enabled=true",
+    "--set", "serviceMonitor.labels.release=prom", "--set", "podMonitor.enabled=true",
+    "--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true",
+    "--set", "global.imageRegistry=mirror.example:5000",
+    "--set-json", 'global.imagePullSecrets=[{"name": "mirror"}]',
+)
+MONITORING = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+RULES_DASHBOARD = REPO / "charts" / "kubetasks" / "dashboards" / "kubetasks.json"
+
+
+def test_the_chart_passes_helm_lint_with_every_value_on(helm: Helm) -> None:
+    linted = helm.run("lint", "--strict", str(CHART), *EVERYTHING, *migration_values())
+    assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+
+
+def test_the_optional_objects_are_off_by_default(helm: Helm) -> None:
+    assert kinds(helm.template()) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
+                                      "Deployment"}
+    pod = only(helm.template(), "Deployment")["spec"]["template"]["spec"]
+    assert "priorityClassName" not in pod and "imagePullSecrets" not in pod
+    assert "args" not in pod["containers"][0]
+
+
+def test_the_operator_pod_follows_the_new_values(helm: Helm) -> None:
+    documents = helm.template(*EVERYTHING, *migration_values(), release="kt", namespace="ops")
+    deployment = only(documents, "Deployment")
+    pod = deployment["spec"]["template"]
+    # podLabels beside the chart's labels, which win: the selector still selects the pod.
+    assert pod["metadata"]["labels"] == {**chart_labels("kt"), "team": "payments"}
+    assert only(helm.template("--set", "podLabels.app\\.kubernetes\\.io/component=x"), "Deployment")[
+        "spec"]["template"]["metadata"]["labels"] == chart_labels("kt")
+    assert pod["spec"]["priorityClassName"] == "system-cluster-critical"
+    # global.imageRegistry replaces the registry host; the digest wins over the tag.
+    assert operator_container(documents)["image"] == f"mirror.example:5000/kubetasks/operator@{DIGEST}"
+    assert operator_container(documents)["args"] == ["--verbose"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "mirror"}]
+    job = only(documents, "Job")["spec"]["template"]["spec"]
+    assert job["containers"][0]["image"] == f"mirror.example:5000/kubetasks/operator@{DIGEST}"
+    assert job["priorityClassName"] == "system-cluster-critical"
+    assert job["imagePullSecrets"] == [{"name": "mirror"}]
+    assert deployment["spec"]["replicas"] == 1
+
+    # global and own pull secrets, in that order, once each; a registry-less repository gets one.
+    both = only(helm.template(
+        "--set-json", 'global.imagePullSecrets=[{"name": "a"}, {"name": "b"}]',
+        "--set-json", 'imagePullSecrets=[{"name": "b"}, {"name": "c"}]',
+        "--set", "global.imageRegistry=mirror.example", "--set", "image.repository=team/operator",
+        "--set", "image.tag=2.0"), "Deployment")["spec"]["template"]["spec"]
+    assert both["imagePullSecrets"] == [{"name": "a"}, {"name": "b"}, {"name": "c"}]
+    assert both["containers"][0]["image"] == "mirror.example/team/operator:2.0"
+    # The migration image: its own tag drops the operator's digest.
+    job = only(helm.template(*migration_values("db", "--set", f"image.digest={DIGEST}",
+                                               "--set", "migrations.image.tag=3.0")), "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/kubetasks/operator:3.0"
+
+
+def test_the_pod_disruption_budget_lets_the_single_operator_be_drained(helm: Helm) -> None:
+    pdb = only(helm.template("--set", "podDisruptionBudget.enabled=true"), "PodDisruptionBudget")
+    assert pdb["metadata"]["name"] == "kt-kubetasks-operator"
+    assert pdb["spec"] == {"selector": {"matchLabels": only(helm.template(), "Deployment")["spec"][
+        "selector"]["matchLabels"]}, "maxUnavailable": 1}
+    assert only(helm.template("--set", "podDisruptionBudget.enabled=true",
+                              "--set", "podDisruptionBudget.minAvailable=50%"),
+                "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
+
+
+def test_the_monitors_scrape_the_operator_service_and_the_worker_pods(helm: Helm) -> None:
+    documents = helm.template(*EVERYTHING, "--set", "watchNamespaces={a,b}", release="kt", namespace="ops")
+    service = only(documents, "Service")
+    monitor = only(documents, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+    assert endpoint["honorLabels"] is True  # the series' namespace is the TaskQueue's
+    pods = only(documents, "PodMonitor")
+    assert pods["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
+    [endpoint] = pods["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert endpoint["relabelings"][0]["targetLabel"] == "taskqueue"
+    assert only(helm.template("--set", "podMonitor.enabled=true"), "PodMonitor")["spec"][
+        "namespaceSelector"] == {"any": True}
+    # The labels the PodMonitor selects and relabels are those the operator gives worker pods.
+    from kubetasks_operator.spec import MANAGED_BY, TASKQUEUE_LABEL
+    assert pods["spec"]["selector"]["matchLabels"] == MANAGED_BY
+    assert pods["spec"]["selector"]["matchExpressions"] == [{"key": TASKQUEUE_LABEL, "operator": "Exists"}]
+    assert endpoint["relabelings"][0]["sourceLabels"] == [
+        "__meta_kubernetes_pod_label_" + TASKQUEUE_LABEL.replace(".", "_").replace("/", "_")]
+    dashboard = only(documents, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["kubetasks.json"]) == json.loads(RULES_DASHBOARD.read_text())
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    (("--set", "image.digest=latest"), "'/image/digest'"),
+    (("--set", "migrations.image.digest=sha1:abc"), "'/migrations/image/digest'"),
+    (("--set", "global.storageClass=fast"), "'storageClass' not allowed"),
+    (("--set", "global.imageRegistry=https://mirror"), "'/global/imageRegistry'"),
+    (("--set", "replicaCount=2"), "replicaCount: 2 is refused: the operator runs as one replica"),
+    (("--set", "replicaCount=0"), "'/replicaCount'"),
+    (("--set", "priorityClassName=High_Priority"), "'/priorityClassName'"),
+    (("--set", "podLabels.team=a b"), "'/podLabels/team'"),
+    (("--set-json", "extraArgs=[1]"), "'/extraArgs/0'"),
+    (("--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1",
+      "--set", "podDisruptionBudget.maxUnavailable=1"), "set minAvailable or maxUnavailable, not both"),
+    (("--set", "podDisruptionBudget.minAvailable=half"), "'/podDisruptionBudget/minAvailable'"),
+    (("--set", "serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"),
+     "serviceMonitor.enabled: the ServiceMonitor scrapes the metrics Service"),
+    (("--set", "serviceMonitor.interval=30"), "'/serviceMonitor/interval'"),
+    (("--set", "podMonitor.namespace=Mon"), "'/podMonitor/namespace'"),
+    (("--set", "podMonitor.port=http"), "'port' not allowed"),
+    (("--set", "prometheusRule.queueStuckMinutes=0"), "'/prometheusRule/queueStuckMinutes'"),
+    (("--set-json", 'prometheusRule.additionalRules=[{"alert": "X"}]'), "missing property 'expr'"),
+    (("--set", "grafanaDashboard.enable=true"), "'enable' not allowed"),
+])
+def test_wrong_new_values_are_refused_with_the_value_named(
+        helm: Helm, values: tuple[str, ...], named: str) -> None:
+    error = template_fails(helm, *values)
+    assert named in error, error
+
+
+# The Prometheus operator's CRDs, as little of them as the API server needs to accept the objects.
+MONITORING_CRDS = [
+    {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+     "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+     "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+              "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                  "type": "object", "properties": {"spec": {
+                      "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PodMonitor", "podmonitors"),
+                         ("PrometheusRule", "prometheusrules"))
+]
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(control_plane: ControlPlane) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(MONITORING_CRDS))
+    for crd in MONITORING_CRDS:
+        control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                              f"crd/{crd['metadata']['name']}")
+
+
+@pytest.mark.usefixtures("monitoring_crds")
+def test_the_api_server_accepts_every_new_object_in_a_server_side_dry_run(
+        helm: Helm, control_plane: ControlPlane, namespace: str) -> None:
+    documents = helm.template(*EVERYTHING, *migration_values(), "--set", f"watchNamespaces={{{namespace}}}",
+                              release="kt", namespace=namespace)
+    assert {"PodDisruptionBudget", "ConfigMap", *MONITORING} <= kinds(documents)
+    applied = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                                    input=yaml.safe_dump_all(documents), check=False)
+    assert applied.returncode == 0, applied.stderr
+    for document in documents:
+        line = f"{document['kind'].lower()}"
+        assert any(row.startswith(line) and row.endswith("(server dry run)")
+                   and f"/{document['metadata']['name']} " in row
+                   for row in applied.stdout.splitlines()), (document["kind"], applied.stdout)
+
+
+# -- the alerts and the dashboard read the metrics the code exports --
+
+METRIC_CONSTRUCTOR = re.compile(
+    r"\b(Counter|Gauge|Histogram|Summary|Info)\(\s*\"(kubetasks_[a-z0-9_]+)\"", re.MULTILINE)
+# What prometheus_client serves for each kind of metric.
+SUFFIXES = {"Counter": ("_total",), "Gauge": ("",), "Histogram": ("_bucket", "_sum", "_count"),
+            "Summary": ("_sum", "_count"), "Info": ("_info",)}
+# Series of others the alerts read: Prometheus' own and kube-state-metrics'.
+FOREIGN = {"up", "kube_pod_container_status_restarts_total"}
+PROMQL_NAME = re.compile(r"\b(kube[a-z0-9_]*|up)\b(?=\s*[{\[)])")
+
+
+def exported_metrics() -> set[str]:
+    """The series names the worker and the operator serve, from their prometheus_client calls."""
+    names: set[str] = set()
+    for source in [*(REPO / "src").rglob("*.py"), *(REPO / "operator").rglob("*.py")]:
+        for kind, name in METRIC_CONSTRUCTOR.findall(source.read_text()):
+            base = name.removesuffix("_total") if kind == "Counter" else name
+            names.update(base + suffix for suffix in SUFFIXES[kind])
+    return names
+
+
+def metric_names(expression: str) -> set[str]:
+    return set(PROMQL_NAME.findall(expression))
+
+
+def test_exported_metrics_are_found_in_the_code() -> None:
+    exported = exported_metrics()
+    # Both sides, as their modules spell them (a guard on the regular expression above).
+    assert {"kubetasks_operator_backlog", "kubetasks_operator_overdue",
+            "kubetasks_worker_tasks_succeeded_total",
+            "kubetasks_worker_task_duration_seconds_bucket"} <= exported
+
+
+def rules_of(helm: Helm, *options: str) -> list[Document]:
+    rule = only(helm.template("--set", "prometheusRule.enabled=true", *options), "PrometheusRule")
+    [group] = rule["spec"]["groups"]
+    rules: list[Document] = group["rules"]
+    return rules
+
+
+def test_the_alerts_read_only_metrics_that_are_exported(helm: Helm) -> None:
+    rules = rules_of(helm)
+    assert [r["alert"] for r in rules] == ["KubetasksQueueStuck", "KubetasksDeadlinesMissed",
+                                           "KubetasksWorkersCrashLooping", "KubetasksOperatorDown"]
+    exported = exported_metrics() | FOREIGN
+    for rule in rules:
+        used = metric_names(rule["expr"])
+        assert used and used <= exported, (rule["alert"], used - exported)
+    by_name = {r["alert"]: r for r in rules}
+    assert "kubetasks_operator_overdue" in by_name["KubetasksDeadlinesMissed"]["expr"]
+    assert by_name["KubetasksOperatorDown"]["expr"] == (
+        'absent(up{job="kt-kubetasks-operator-metrics", namespace="ops"} == 1)')
+    assert "[15m]" in by_name["KubetasksQueueStuck"]["expr"]
+    assert "[40m]" in rules_of(helm, "--set", "prometheusRule.queueStuckMinutes=40")[0]["expr"]
+
+
+def test_the_dashboard_reads_only_metrics_that_are_exported() -> None:
+    dashboard = json.loads(RULES_DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    used = set().union(*(metric_names(e) for e in expressions))
+    assert used <= exported_metrics() | FOREIGN, used - exported_metrics()
+    assert {"kubetasks_operator_backlog", "kubetasks_operator_running", "kubetasks_operator_overdue",
+            "kubetasks_operator_desired_replicas", "kubetasks_operator_replicas",
+            "kubetasks_worker_tasks_succeeded_total", "kubetasks_worker_task_duration_seconds_bucket"} <= used
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: apt-get install --no-install-recommends prometheus")
+    return found
+
+
+def test_promtool_accepts_the_rules(helm: Helm, tmp_path: Path) -> None:
+    rule = only(helm.template(*EVERYTHING, "--set", "watchNamespaces={a,b}"), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule["spec"]))
+    checked = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 4 rules found" in checked.stdout, checked.stdout
+
+
+def test_the_alerts_fire_on_the_series_they_describe(helm: Helm, tmp_path: Path) -> None:
+    """promtool's rule unit tests: the alerts fire on synthetic series, and stay quiet on healthy ones."""
+    rule = only(helm.template("--set", "prometheusRule.enabled=true", release="kt", namespace="ops"),
+                "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+    queue = 'namespace="shop", taskqueue="emails"'
+    busy = 'namespace="shop", taskqueue="reports"'
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            # emails: a backlog all along and no completions: stuck. reports: busy but finishing.
+            {"series": f"kubetasks_operator_backlog{{{queue}}}", "values": "5x40"},
+            {"series": f"kubetasks_operator_backlog{{{busy}}}", "values": "5x40"},
+            {"series": f'kubetasks_worker_tasks_succeeded_total{{{busy}, queue="reports", task_name="t"}}',
+             "values": "0+1x40"},
+            {"series": f"kubetasks_operator_overdue{{{queue}}}", "values": "0 0 2x38"},
+            {"series": f"kubetasks_operator_overdue{{{busy}}}", "values": "0x40"},
+            {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
+                       'pod="emails-worker-7d9f8c-x2x4z", container="worker"}', "values": "0+1x40"},
+            {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
+                       'pod="web-7d9f8c-x2x4z", container="web"}', "values": "0+1x40"},
+            {"series": 'up{job="kt-kubetasks-operator-metrics", namespace="ops"}', "values": "1x10 0x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "KubetasksQueueStuck", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "shop", "taskqueue": "emails"},
+                "exp_annotations": {
+                    "summary": "TaskQueue shop/emails has a backlog and finished no task for 15m",
+                    "description": "At least 5 tasks have been ready all of the last 15m, and its workers "
+                                   "finished none. See `kubectl -n shop describe taskqueue emails` and the "
+                                   "worker pods' logs."}}]},
+            {"eval_time": "10m", "alertname": "KubetasksQueueStuck", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "KubetasksDeadlinesMissed", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "shop", "taskqueue": "emails"},
+                "exp_annotations": {
+                    "summary": "TaskQueue shop/emails has tasks past their deadline",
+                    "description": "2 unfinished tasks are past their deadline. The queue may be at "
+                                   "maxReplicas, or its workers slower than the deadlines assume."}}]},
+            {"eval_time": "20m", "alertname": "KubetasksWorkersCrashLooping", "exp_alerts": [{
+                "exp_labels": {"severity": "warning", "namespace": "shop",
+                               "pod": "emails-worker-7d9f8c-x2x4z"},
+                "exp_annotations": {
+                    "summary": "Worker pod shop/emails-worker-7d9f8c-x2x4z is restarting",
+                    "description": "Its worker container restarted 15 times in 15 minutes "
+                                   "(kube-state-metrics). See `kubectl -n shop logs "
+                                   "emails-worker-7d9f8c-x2x4z --previous`."}}]},
+            {"eval_time": "12m", "alertname": "KubetasksOperatorDown", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "KubetasksOperatorDown", "exp_alerts": [{
+                "exp_labels": {"severity": "critical", "namespace": "ops"},
+                "exp_annotations": {
+                    "summary": "The kubetasks operator in ops is down",
+                    "description": "No TaskQueue is scaled, and tasks of dead workers are not put "
+                                   "back, until it runs again. See `kubectl -n ops get pods "
+                                   "-l app.kubernetes.io/component=operator`."}}]},
+        ]}]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    tested = subprocess.run([promtool(), "test", "rules", "tests.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr

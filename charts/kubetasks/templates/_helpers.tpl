@@ -70,10 +70,53 @@ The operator's ServiceAccount: the one the chart creates, or one that exists alr
 {{- end }}
 
 {{/*
-The operator image: image.tag, else the chart's appVersion.
+An image reference from (dict "root" $ "repository" R "tag" T "digest" D): a digest wins over the
+tag. global.imageRegistry, as cert-manager's and Bitnami's charts read it, replaces the registry
+host of the repository (a first path element with a dot or a colon, or localhost) or, when the
+repository names none, is put in front of it.
+*/}}
+{{- define "kubetasks.image" -}}
+{{- $repository := .repository }}
+{{- $registry := .root.Values.global.imageRegistry | default "" | trimSuffix "/" }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repository }}
+{{- $host := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $host) (contains ":" $host) (eq "localhost" $host)) }}
+{{- $repository = rest $parts | join "/" }}
+{{- end }}
+{{- $repository = printf "%s/%s" $registry $repository }}
+{{- end }}
+{{- if .digest }}
+{{- printf "%s@%s" $repository .digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (toString .tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator image: image.digest, else image.tag, else the chart's appVersion.
 */}}
 {{- define "kubetasks.operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- include "kubetasks.image" (dict "root" . "repository" .Values.image.repository
+      "tag" (.Values.image.tag | default .Chart.AppVersion) "digest" .Values.image.digest) }}
+{{- end }}
+
+{{/*
+The pods' imagePullSecrets: global.imagePullSecrets, then imagePullSecrets.
+*/}}
+{{- define "kubetasks.imagePullSecrets" -}}
+{{- $secrets := concat (.Values.global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list) | uniq }}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where a Prometheus operator object goes: its own namespace value, else the release's.
+*/}}
+{{- define "kubetasks.monitoring.namespace" -}}
+{{- .namespace | default .root.Release.Namespace }}
 {{- end }}
 
 {{/*
@@ -146,10 +189,16 @@ The migration Job: its name, labels, image and namespace.
 app.kubernetes.io/component: migrations
 {{- end }}
 
+{{/*
+The migration image: the operator's (its digest included) unless migrations.image names another
+repository, tag or digest; a repository or tag of its own drops the operator's digest.
+*/}}
 {{- define "kubetasks.migrations.image" -}}
 {{- $image := .Values.migrations.image }}
-{{- $tag := $image.tag | default .Values.image.tag | default .Chart.AppVersion | toString }}
-{{- printf "%s:%s" ($image.repository | default .Values.image.repository) $tag }}
+{{- $tag := $image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- $digest := $image.digest | default (ternary "" .Values.image.digest (or (not (empty $image.repository)) (not (empty $image.tag)))) }}
+{{- include "kubetasks.image" (dict "root" . "repository" ($image.repository | default .Values.image.repository)
+      "tag" $tag "digest" $digest) }}
 {{- end }}
 
 {{- define "kubetasks.migrations.namespace" -}}
