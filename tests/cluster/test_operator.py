@@ -1,6 +1,8 @@
 """The operator on the real control plane, with worker pods run by the local kubelet.
 
 Each test has its own namespace, database and operator process (watching that namespace).
+What the kubelet's own behaviour decides — a deleted busy pod, scale-in by deletion cost, a
+restarted container — runs on real pods in tests/e2e/test_scenarios.py instead.
 """
 
 from __future__ import annotations
@@ -87,60 +89,6 @@ def test_tight_deadlines_get_more_replicas_than_the_same_backlog_without(
     assert cluster.status("urgent")["reason"].startswith("deadline:")
     assert cluster.replicas("urgent") == urgent  # the decision is the Deployment's scale
     assert cluster.status("urgent")["replicas"] == 0  # no pod of that image ever gets ready
-    backend.close()
-
-
-def test_a_deleted_pods_task_is_put_back_and_finished_by_another_pod(
-        cluster: Cluster, operator: OperatorProcess, dsn: str, control_plane: ControlPlane) -> None:
-    cluster.create_taskqueue(taskqueue("lost", "lost", min_replicas=2, max_replicas=2, concurrency=1))
-    wait_until(lambda: len(cluster.running_pods("lost")) == 2, timeout=60, what="two worker pods")
-    backend = backend_for(dsn)
-    result = queue_tasks.long.using(backend=backend, queue_name="lost").enqueue(3)
-
-    def claimed_by() -> str | None:
-        current = backend.get_result(result.id)
-        return current.worker_ids[-1].split("/")[0] if current.status == TaskResultStatus.RUNNING else None
-
-    victim = wait_until(claimed_by, timeout=30, interval=0.1, what="the task running")
-    deleted_at = time.monotonic()
-    # Forced: the pod object goes at once and its process is killed, with no time to drain.
-    control_plane.kubectl("delete", "pod", victim, "-n", cluster.namespace, "--grace-period=0",
-                          "--force", "--wait=false")
-    wait_until(lambda: backend.get_result(result.id).lost_count == 1, timeout=30, interval=0.1,
-               what="the task put back")
-    put_back_seconds = time.monotonic() - deleted_at
-    done = wait_until(
-        lambda: (r := backend.get_result(result.id)).status == TaskResultStatus.SUCCESSFUL and r,
-        timeout=60, what="the task finished elsewhere")
-
-    assert done.return_value != victim
-    assert put_back_seconds < 10
-    requeued = [e["message"] for e in cluster.events("TasksRequeued")]
-    assert any(victim in m for m in requeued), requeued
-    backend.close()
-
-
-def test_scale_in_removes_idle_pods_not_the_busy_one(
-        cluster: Cluster, operator: OperatorProcess, dsn: str) -> None:
-    cluster.create_taskqueue(taskqueue("mixed", "mixed", max_replicas=3, concurrency=1,
-                                       backlogDrainSeconds=0))
-    backend = backend_for(dsn)
-    slow = queue_tasks.long.using(backend=backend, queue_name="mixed", priority=10).enqueue(25)
-    queue_tasks.short.using(backend=backend, queue_name="mixed").enqueue_many([(i,) for i in range(30)])
-    wait_until(lambda: cluster.replicas("mixed") == 3, timeout=30, what="a burst of 3 pods")
-    busy_pod = wait_until(
-        lambda: (r := backend.get_result(slow.id)).status == TaskResultStatus.RUNNING
-        and r.worker_ids[-1].split("/")[0], timeout=60, what="the long task running")
-
-    wait_until(lambda: cluster.replicas("mixed") == 1, timeout=60, what="scale-in to the busy pod")
-    wait_until(lambda: [p["metadata"]["name"] for p in cluster.pods("mixed")] == [busy_pod],
-               timeout=30, what="only the busy pod left")
-    done = wait_until(
-        lambda: (r := backend.get_result(slow.id)).status == TaskResultStatus.SUCCESSFUL and r,
-        timeout=60, what="the long task finished")
-
-    assert done.return_value == busy_pod
-    assert done.attempts == 1 and done.lost_count == 0
     backend.close()
 
 

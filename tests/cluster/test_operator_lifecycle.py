@@ -4,8 +4,6 @@ a worker container that restarts, the shipped manifests, and the operator under 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,28 +101,6 @@ def worker_pid(pod: str) -> int:
         if f"POD_NAME={pod}".encode() in environ and b"worker" in cmdline:
             return int(entry.name)
     raise LookupError(f"no worker process for pod {pod}")
-
-
-def test_a_restarted_worker_containers_task_is_put_back(
-        cluster: Cluster, operator: OperatorProcess, dsn: str) -> None:
-    cluster.create_taskqueue(taskqueue("oom", "oom", min_replicas=1, max_replicas=1, concurrency=1))
-    wait_until(lambda: cluster.running_pods("oom"), timeout=60, what="a worker pod")
-    backend = backend_for(dsn)
-    result = queue_tasks.long.using(backend=backend, queue_name="oom").enqueue(2)
-    pod = wait_until(lambda: (r := backend.get_result(result.id)).status == TaskResultStatus.RUNNING
-                     and r.worker_ids[-1].split("/")[0], timeout=30, what="the task running")
-
-    os.kill(worker_pid(pod), signal.SIGKILL)  # as the OOM killer would
-
-    done = wait_until(
-        lambda: (r := backend.get_result(result.id)).status == TaskResultStatus.SUCCESSFUL and r,
-        timeout=90, what="the task finished by the restarted container")
-    assert done.lost_count == 1
-    assert done.return_value == pod  # same pod, new container
-    assert len(done.worker_ids) == 2 and done.worker_ids[0] != done.worker_ids[1]
-    restarts = cluster.pods("oom")[0]["status"]["containerStatuses"][0]["restartCount"]
-    assert restarts >= 1
-    backend.close()
 
 
 def test_the_shipped_manifests_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
