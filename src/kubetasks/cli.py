@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -204,8 +205,17 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def installed_version() -> str:
+    """The installed distribution's version, as ``pip show kubetasks`` says it."""
+    try:
+        return importlib.metadata.version("kubetasks")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed as a distribution)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="kubetasks", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kubetasks {installed_version()}")
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (default: KUBETASKS_DATABASE_URL, then libpq's PG*)")
     parser.add_argument("--log-level", type=log_level, metavar="LEVEL",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 
 import psycopg
@@ -72,3 +73,10 @@ def test_requeue_a_dead_pod_and_prune(dsn: str, store: Store,
                      " finished_at = now() - interval '40 days'")
     code, out, _ = run(capsys, dsn, "prune", "--failed", "30d")
     assert (code, out.strip()) == (0, "deleted 1 finished tasks")
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kubetasks {importlib.metadata.version('kubetasks')}"
