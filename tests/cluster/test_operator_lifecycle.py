@@ -4,6 +4,7 @@ a worker container that restarts, the shipped manifests, and the operator under 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,8 +73,17 @@ def test_deleting_the_taskqueue_deletes_its_deployment(
         cluster.taskqueue("doomed")
 
 
+def get_tq(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, str]:
+    """The row of ``kubectl get tq``, by column."""
+    header, row = control_plane.kubectl("get", "tq", name, "-n", namespace).stdout.splitlines()
+    # Columns are aligned on the header's words; an empty cell is blank, so cut by position.
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+
+
 def test_a_database_that_is_down_shows_a_condition_and_an_event(
-        cluster: Cluster, operator: OperatorProcess) -> None:
+        control_plane: ControlPlane, cluster: Cluster, operator: OperatorProcess) -> None:
     from localcluster.postgres import free_port
 
     cluster.create_secret("down", f"postgresql://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1")
@@ -86,6 +96,11 @@ def test_a_database_that_is_down_shows_a_condition_and_an_event(
     events = wait_until(lambda: cluster.events("DatabaseUnreachable"), timeout=30, what="an Event")
     assert events[0]["type"] == "Warning"
     assert operator.process is not None and operator.process.poll() is None
+    row = wait_until(lambda: (r := get_tq(control_plane, cluster.namespace, "downq"))
+                     and r["STATUS"] == "DatabaseUnreachable" and r, timeout=30,
+                     what="kubectl get tq to show the database unreachable")
+    assert row["READY"] == "False"
+    assert row["QUEUE"] == "downq"
 
 
 def worker_pid(pod: str) -> int:
