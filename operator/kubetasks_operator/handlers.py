@@ -41,6 +41,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix="kubetasks.io", key="last-handled-configuration")
     settings.persistence.finalizer = "kubetasks.io/operator"
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "kubetasks-operator"  # Events show who posted them
     settings.watching.server_timeout = 300
     await asyncio.to_thread(load_config)
     # kubetasks-operator read the settings before starting kopf; `kopf run` reads them here.

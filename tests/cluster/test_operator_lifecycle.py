@@ -95,6 +95,8 @@ def test_a_database_that_is_down_shows_a_condition_and_an_event(
     assert "127.0.0.1" in condition["message"] or "connect" in condition["message"]
     events = wait_until(lambda: cluster.events("DatabaseUnreachable"), timeout=30, what="an Event")
     assert events[0]["type"] == "Warning"
+    assert events[0]["source"]["component"] == "kubetasks-operator"
+    assert events[0]["reportingComponent"] == "kubetasks-operator"
     assert operator.process is not None and operator.process.poll() is None
     row = wait_until(lambda: (r := get_tq(control_plane, cluster.namespace, "downq"))
                      and r["STATUS"] == "DatabaseUnreachable" and r, timeout=30,
