@@ -12,6 +12,7 @@ when the control plane stops::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -151,6 +152,22 @@ class Component:
             self._log_file.close()
 
 
+def wait_for(
+    component: Component, state: str, deadline: float, probe: Callable[[], bool],
+    *, error: type[ControlPlaneError] = ControlPlaneError,
+) -> None:
+    """Poll ``probe`` until it says ``state`` is reached; ``error`` if ``component`` dies or the
+    deadline passes (exceptions from ``probe`` count as "not yet")."""
+    while True:
+        component.check_running()
+        with contextlib.suppress(Exception):
+            if probe():
+                return
+        if time.monotonic() > deadline:
+            raise error(f"{component.name} was not {state} in time:\n{component.tail()}")
+        time.sleep(0.2)
+
+
 class ControlPlane:
     """A running etcd + kube-apiserver + kube-controller-manager on free loopback ports."""
 
@@ -266,16 +283,7 @@ class ControlPlane:
         return component
 
     def _wait_for(self, component: Component, state: str, deadline: float, probe: Callable[[], bool]) -> None:
-        while True:
-            component.check_running()
-            try:
-                if probe():
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"{component.name} was not {state} in time:\n{component.tail()}")
-            time.sleep(0.2)
+        wait_for(component, state, deadline, probe)
 
     def _etcd_argv(self) -> list[str]:
         peer_url = f"http://{LOOPBACK}:{free_port()}"

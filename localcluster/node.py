@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +35,7 @@ from pathlib import Path
 import kubernetes
 import yaml
 
-from .controlplane import Component, ControlPlane, ControlPlaneError, cache_root, free_port
+from .controlplane import Component, ControlPlane, ControlPlaneError, cache_root, free_port, wait_for
 from .hoststate import HostState, restore
 from .pki import issue_from_ca
 
@@ -131,8 +131,8 @@ class RealNode:
         component = Component("containerd", ["containerd", "--config", str(config)],
                               log=self.workdir / "containerd.log")
         self.components.append(component)
-        self._wait_for(component, "serving", deadline,
-                       lambda: self.ctr("version", check=False).returncode == 0)
+        wait_for(component, "serving", deadline,
+                 lambda: self.ctr("version", check=False).returncode == 0, error=NodeError)
 
     def _cni_config(self) -> dict[str, object]:
         return {
@@ -177,7 +177,7 @@ class RealNode:
         ]
         component = Component("kubelet", argv, log=self.workdir / "kubelet.log")
         self.components.append(component)
-        self._wait_for(component, "Ready", deadline, self._ready)
+        wait_for(component, "Ready", deadline, self._ready, error=NodeError)
 
     def _kubelet_config(self, cert: Path, key: Path) -> dict[str, object]:
         return {
@@ -216,16 +216,6 @@ class RealNode:
         with self.control_plane.api_client() as client:
             node = kubernetes.client.CoreV1Api(client).read_node(NODE_NAME)
         return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-
-    def _wait_for(self, component: Component, state: str, deadline: float, probe: Callable[[], bool]) -> None:
-        while True:
-            component.check_running()
-            with contextlib.suppress(Exception):
-                if probe():
-                    return
-            if time.monotonic() > deadline:
-                raise NodeError(f"{component.name} was not {state} in time:\n{component.tail(60)}")
-            time.sleep(0.3)
 
     # -- use -------------------------------------------------------------------------
 

@@ -72,15 +72,7 @@ def create_pki(directory: Path) -> Pki:
     def issue(
         stem: str, subject: x509.Name, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]
     ) -> CertPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            _builder(subject, ca_name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return _write(directory, stem, builder.sign(ca_key, hashes.SHA256()), key)
+        return _sign_leaf(directory, stem, subject, issuer=ca_name, ca_key=ca_key, usages=[usage], san=san)
 
     apiserver = issue(
         "apiserver",
@@ -201,16 +193,25 @@ def issue_from_ca(
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TypeError(f"{ca.key} is not an ECDSA key")
-    key = ec.generate_private_key(ec.SECP256R1())
     usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
         [ExtendedKeyUsageOID.SERVER_AUTH] if server_ips else []
     )
+    san: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+    return _sign_leaf(directory, stem, _name(common_name, organization), issuer=ca_cert.subject,
+                      ca_key=ca_key, usages=usages, san=san)
+
+
+def _sign_leaf(
+    directory: Path, stem: str, subject: x509.Name, *, issuer: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey, usages: list[x509.ObjectIdentifier], san: list[x509.GeneralName],
+) -> CertPair:
+    """A new key and its certificate for ``subject``, signed by the CA, written as ``stem``."""
+    key = ec.generate_private_key(ec.SECP256R1())
     builder = (
-        _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
+        _builder(subject, issuer, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )
-    if server_ips:
-        san = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+    if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     return _write(directory, stem, builder.sign(ca_key, hashes.SHA256()), key)
