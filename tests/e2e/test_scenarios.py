@@ -142,8 +142,11 @@ def test_a_task_whose_worker_is_oom_killed_is_put_back_then_fails_past_max_lost(
     assert done.status == TaskResultStatus.FAILED
     assert done.lost_count == 2
     assert "more than maxLost=1" in done.errors[-1].message, done.errors
-    pod = cluster.pods("hungry")[0]
-    status = pod["status"]["containerStatuses"][0]
+    # The kubelet counts a restart when the container starts again, after its back-off: the
+    # task may be FAILED (two kills) while the count still says 1.
+    status = wait_until(
+        lambda: (s := cluster.pods("hungry")[0]["status"]["containerStatuses"][0])["restartCount"] >= 2 and s,
+        timeout=60, what="the second restart counted")
     assert status["restartCount"] >= 2
     assert status["lastState"]["terminated"]["reason"] == "OOMKilled"
     # The worker goes on with the next task once the hungry one is gone.
