@@ -10,7 +10,7 @@ import yaml
 from localcluster.controlplane import ControlPlane
 from localcluster.hoststate import HostState
 from localcluster.images import build_images
-from localcluster.node import BRIDGE, RealNode
+from localcluster.node import BRIDGE, RealNode, undo_interrupted_run
 from localcluster.polling import wait_until
 
 from .providers import provider_name
@@ -31,6 +31,9 @@ POD = {
 
 def test_a_node_that_ran_a_pod_leaves_the_host_as_it_found_it(tmp_path: Path) -> None:
     pause = build_images()["pause"]
+    # A node killed before its teardown (a cancelled run) is undone first, as RealNode.start does:
+    # this test holds the node it starts to account, not one that ran before it.
+    undo_interrupted_run()
     before = HostState.capture()
     with ControlPlane.start(workdir=tmp_path / "cp", real_nodes=True) as control_plane, \
             RealNode.start(control_plane, workdir=tmp_path / "node", images=[pause.archive]) as node:
