@@ -99,3 +99,5 @@ class RequeuedTask:
     queue_name: str
     task_name: str
     state: TaskResultStatus
+    attempt: int = 0
+    """The attempt that was lost (0 where unknown)."""

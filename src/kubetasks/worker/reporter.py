@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 
 from kubetasks.backoff import Backoff
 from kubetasks.execution import error_from_exception
-from kubetasks.records import TaskRecord, task_fields
+from kubetasks.records import TaskRecord
 from kubetasks.result import TaskError
 from kubetasks.store import DATABASE_AWAY, DatabaseError, Outcome, Store
 from kubetasks.worker.attempt import Failed, Result, Succeeded
-from kubetasks.worker.metrics import WorkerMetrics, task_label
+from kubetasks.worker.events import TaskEvents
+from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import (
     PutBack,
     RetryAt,
@@ -51,6 +52,7 @@ class Reporter:
         self.store = store
         self.metrics = metrics
         self.worker_id = worker_id
+        self.events = TaskEvents(worker_id)
         self.after_failures = after_failures
         self._pending: list[Finished] = []
         self._has_pending = asyncio.Event()
@@ -133,8 +135,10 @@ class Reporter:
         except DATABASE_AWAY:
             raise
         except Exception as error:
-            log.exception("the outcome could not be recorded as it is; recording the task as "
-                          "FAILED instead", extra=task_fields(finished.record))
+            self.events.note("task.unwritable", finished.record,
+                             "the outcome could not be recorded as it is; recording the task as "
+                             "FAILED instead", level=logging.ERROR, exc_info=True,
+                             duration=finished.result.seconds)
             self._fail_unwritable(finished, error)
 
     def _fail_unwritable(self, finished: Finished, error: Exception) -> None:
@@ -148,11 +152,12 @@ class Reporter:
         except DATABASE_AWAY:
             raise
         except DatabaseError:
-            log.exception("outcome not recorded: the database refused it; the task stays "
-                          "RUNNING until put back as lost", extra=task_fields(record))
+            self.events.note("task.unrecorded", record, "outcome not recorded: the database "
+                             "refused it; the task stays RUNNING until put back as lost",
+                             level=logging.ERROR, exc_info=True, duration=finished.result.seconds)
             return
         if held:
-            self.metrics.failed.labels(record.queue_name, task_label(record.task_name)).inc()
+            self.metrics.of(record.queue_name, record.task_name).failed.inc()
         else:
             self._claim_was_lost(finished)
 
@@ -163,52 +168,51 @@ class Reporter:
             outcomes.append(Outcome(f.record.claim_id, f.result.return_json, f.result.seconds))
         held = self.store.complete(outcomes) if outcomes else set()
         for f, outcome in zip(done, outcomes, strict=True):
-            self.metrics.duration.labels(task_label(f.record.task_name)).observe(outcome.seconds)
+            series = self.metrics.of(f.record.queue_name, f.record.task_name)
+            series.duration.observe(outcome.seconds)
             if outcome.claim_id in held:
-                self.metrics.succeeded.labels(f.record.queue_name, task_label(f.record.task_name)).inc()
-                log.info("task succeeded in %.3f s", outcome.seconds, extra=task_fields(f.record))
+                series.succeeded.inc()
+                self.events.succeeded(f.record, outcome.seconds)
             else:
                 self._claim_was_lost(f)
 
     def _fail_or_retry(self, finished: Finished) -> None:
         record, result = finished.record, finished.result
         assert isinstance(result, Failed) and record.claim_id is not None
-        label = task_label(record.task_name)
-        self.metrics.duration.labels(label).observe(result.seconds)
+        series = self.metrics.of(record.queue_name, record.task_name)
+        series.duration.observe(result.seconds)
         decision = after_failure(result.error, attempt=record.attempts,
                                  max_attempts=record.max_attempts, backoff=finished.backoff,
                                  now=datetime.now(UTC), enqueued_at=record.enqueued_at)
         error = self._error_json(result.error, attempt=record.attempts)
-        fields = task_fields(record)
         if isinstance(decision, PutBack):
             held = self.store.postpone(record.claim_id, decision.run_after)
             if held:
                 self.metrics.released.labels(record.queue_name).inc()
-                log.warning("task %s is not registered in this worker; put back for a worker "
-                            "that knows it (a newer version, during a rollout)", record.task_name,
-                            extra=fields)
+                self.events.note("task.put_back", record, "task %s is not registered in this "
+                                 "worker; put back for a worker that knows it (a newer version, "
+                                 "during a rollout)", record.task_name, duration=result.seconds)
         elif isinstance(decision, RetryAt):
             held = self.store.retry(record.claim_id, decision.run_after, error)
             if held:
-                self.metrics.retried.labels(record.queue_name, label).inc()
-                log.warning("attempt %d of %d failed; retry in %.1f s", record.attempts,
-                            record.max_attempts, decision.delay, exc_info=result.error,
-                            extra=fields)
+                series.retried.inc()
+                self.events.retrying(record, result.seconds, decision.delay, result.error)
         else:
             if decision.note:
                 error = self._error_json(result.error, attempt=record.attempts, note=decision.note)
             held = self.store.fail(record.claim_id, error)
             if held:
-                self.metrics.failed.labels(record.queue_name, label).inc()
-                log.error("task failed: %s", decision.reason, exc_info=result.error, extra=fields)
+                series.failed.inc()
+                self.events.failed(record, result.seconds, decision.reason, result.error)
         if not held:
             self._claim_was_lost(finished)
 
     def _claim_was_lost(self, finished: Finished) -> None:
         if not finished.claim_lost:
             self.metrics.claims_lost.labels(finished.record.queue_name).inc()
-        log.warning("outcome not recorded: the claim was taken away (the task was put back as "
-                    "lost and belongs to a newer attempt)", extra=task_fields(finished.record))
+        self.events.note("task.claim_lost", finished.record, "outcome not recorded: the claim "
+                         "was taken away (the task was put back as lost and belongs to a newer "
+                         "attempt)", duration=finished.result.seconds)
 
     def _error_json(self, error: BaseException, *, attempt: int, note: str = "") -> str:
         """The error as stored; ``note`` (why the task failed, when the error alone does not

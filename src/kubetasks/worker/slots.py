@@ -8,21 +8,18 @@ threads, ``async def`` tasks on the loop itself.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from uuid import UUID
 
 from kubetasks.backoff import as_backoff
-from kubetasks.records import TaskRecord, task_fields
+from kubetasks.records import TaskRecord
 from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import queue_wait
 from kubetasks.worker.reporter import Finished, Reporter
 from kubetasks.worker.threads import TaskThreads
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -76,13 +73,16 @@ class Slots:
         """Run a claimed task; one that cannot run at all (unknown task, arguments that do not
         fit) fails at once, without taking a slot."""
         assert record.claim_id is not None
-        self.metrics.claimed.labels(record.queue_name).inc()
-        self.metrics.queue_wait.labels(record.queue_name).observe(queue_wait(record))
+        series = self.metrics.of(record.queue_name, record.task_name)
+        series.claimed.inc()
+        waited = queue_wait(record)
+        series.queue_wait.observe(waited)
         try:
             call = prepare(record)
         except Exception as error:
             self.reporter.add(Finished(record, Failed(error, 0.0), as_backoff(None)))
             return
+        self.reporter.events.started(record, waited)
         running = Running(record, call)
         self._running[record.claim_id] = running
         self._busy += 1
@@ -136,9 +136,10 @@ class Slots:
         if running is None:
             return
         task = running.call.task
-        log.warning("task passed its timeout of %g s; its thread keeps running and keeps its "
-                    "slot until the function returns", task.timeout,
-                    extra=task_fields(running.record))
+        self.reporter.events.note(
+            "task.timed_out", running.record, "task passed its timeout of %g s; its thread keeps "
+            "running and keeps its slot until the function returns", task.timeout,
+            duration=task.timeout)
         self.reporter.add(Finished(running.record, Failed(timed_out(task), task.timeout or 0.0),
                                    task.retry_backoff, running.claim_lost))
         self.on_change()

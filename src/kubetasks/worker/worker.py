@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from kubetasks.identity import WorkerIdentity
-from kubetasks.records import task_fields
 from kubetasks.store import DATABASE_AWAY, SCHEMA_MISSING, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
@@ -138,8 +137,9 @@ class Worker:
                     continue
                 running.claim_lost = True
                 self.metrics.claims_lost.labels(running.record.queue_name).inc()
-                log.warning("claim taken away while the task runs (it was put back as lost); "
-                            "its result will not be recorded", extra=task_fields(running.record))
+                self._reporter.events.note(
+                    "task.claim_lost", running.record, "claim taken away while the task runs (it "
+                    "was put back as lost); its result will not be recorded")
 
     async def _return_earlier_process_tasks(self) -> None:
         """Put back what an earlier process of this pod held (its container restarted)."""
@@ -157,9 +157,7 @@ class Worker:
             await self._sleep(reconnect_delay(self._database_failures))
         for task in returned or ():
             self.metrics.lost_returned.labels(task.queue_name).inc()
-            log.warning("put back a task an earlier process of this pod held -> %s", task.state,
-                        extra={"task_id": task.task_id, "queue": task.queue_name,
-                               "task_name": task.task_name})
+            self._reporter.events.lost_returned(task)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -181,8 +179,8 @@ class Worker:
             return
         for running in unfinished:
             self.metrics.released.labels(running.record.queue_name).inc()
-            log.warning("put back unfinished at shutdown, no attempt counted",
-                        extra=task_fields(running.record))
+            self._reporter.events.note("task.released", running.record,
+                                       "put back unfinished at shutdown, no attempt counted")
 
     # -- the database ------------------------------------------------------------------
 
