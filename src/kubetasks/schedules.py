@@ -259,3 +259,26 @@ def fire_due(store: ScheduleStore, queue_names: Sequence[str] | None) -> list[in
             log.warning("schedule %s: tick %s was missed (nothing fired it in time); skipped",
                         due.schedule.name, due.next_tick, extra={"queue": due.schedule.queue_name})
     return enqueued
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSchedule:
+    """A row of the schedules table, for ``kubetasks schedules``."""
+
+    schedule: Schedule
+    next_tick: datetime
+    last_tick: datetime | None
+    last_task_id: int | None
+    last_task_state: str | None
+
+
+def from_row(row: Mapping[str, Any]) -> Schedule:
+    """A schedule as stored. Raises ``InvalidTaskError`` for a row this process cannot use (a
+    time zone its system does not know, a row written by hand)."""
+    every = row["every_seconds"]
+    return Schedule(
+        name=row["name"], task_name=row["task_name"], queue_name=row["queue_name"],
+        cron=row["cron"], every=timedelta(seconds=every) if every is not None else None,
+        timezone=row["timezone"], args=row["args"], kwargs=row["kwargs"],
+        priority=row["priority"], max_attempts=row["max_attempts"], missed=row["missed"],
+        source=row["source"])

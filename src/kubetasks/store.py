@@ -27,6 +27,8 @@ from kubetasks.queries import query
 from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskError, TaskResultStatus
+from kubetasks.schedules import DueSchedule, RegisteredSchedule, Schedule, first_tick
+from kubetasks.schedules import from_row as schedule_from_row
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +307,75 @@ class Store:
         rows = self._rows("claims_with_stale_heartbeat",
                           {"timeout": timeout, "queue_name": queue_name})
         return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    def register_schedules(self, schedules: Sequence[Schedule], *, now: datetime,
+                           replace_source: str | None = None) -> list[str]:
+        """Insert or update schedules by name; a schedule whose timing changed starts from its
+        first tick after ``now``. With ``replace_source``, that source's schedules not among
+        these are deleted (a TaskQueue's edited ``spec.schedules``). Returns the names
+        inserted or changed."""
+        with self.connection() as conn, conn.transaction():
+            rows = self._rows("register_schedules", {
+                "names": [s.name for s in schedules],
+                "queue_names": [s.queue_name for s in schedules],
+                "task_names": [s.task_name for s in schedules],
+                "crons": [s.cron for s in schedules],
+                "every_seconds": [s.every.total_seconds() if s.every else None for s in schedules],
+                "timezones": [s.timezone for s in schedules],
+                "args": [s.args_json for s in schedules],
+                "kwargs": [s.kwargs_json for s in schedules],
+                "priorities": [s.priority for s in schedules],
+                "max_attempts": [s.max_attempts for s in schedules],
+                "missed": [s.missed for s in schedules],
+                "sources": [s.source for s in schedules],
+                "next_ticks": [first_tick(s, now) for s in schedules],
+            }, conn) if schedules else []
+            if replace_source is not None:
+                self._rows("delete_schedules_of_source", {
+                    "source": replace_source, "keep": [s.name for s in schedules]}, conn)
+        return [row["name"] for row in rows]
+
+    def due_schedules(self, queue_names: Sequence[str] | None) -> list[DueSchedule]:
+        """Schedules whose next tick has come, by the database's clock. A row this process
+        cannot read is logged and left to those that can."""
+        due = []
+        rows = self._rows("due_schedules", {"queue_names": list(queue_names) if queue_names else None})
+        for row in rows:
+            try:
+                due.append(DueSchedule(schedule_from_row(row), row["next_tick"], row["db_now"]))
+            except InvalidTaskError as error:
+                log.error("schedule %s cannot be fired here: %s", row["name"], error,
+                          extra={"queue": row["queue_name"]})
+        return due
+
+    def fire_schedule(self, name: str, *, expected_tick: datetime, tick: datetime | None,
+                      next_tick: datetime) -> tuple[bool, int | None]:
+        """Move schedule ``name`` from ``expected_tick`` on to ``next_tick`` and, with a
+        ``tick``, enqueue its task for that tick. Returns whether this call moved it (another
+        firer may have been first) and the id of the task it enqueued."""
+        row = self._rows("fire_schedule", {"name": name, "expected_tick": expected_tick,
+                                           "tick": tick, "next_tick": next_tick})[0]
+        return bool(row["advanced"]), row["task_id"]
+
+    def next_schedule_tick(self, queue_names: Sequence[str] | None) -> datetime | None:
+        rows = self._rows("next_schedule_tick",
+                          {"queue_names": list(queue_names) if queue_names else None})
+        value: datetime | None = rows[0]["next_tick"]
+        return value
+
+    def list_schedules(self, queue_name: str | None = None) -> list[RegisteredSchedule]:
+        """Every registered schedule, with the task its last tick enqueued."""
+        return [RegisteredSchedule(
+                    schedule=schedule_from_row(row), next_tick=row["next_tick"],
+                    last_tick=row["last_tick"], last_task_id=row["last_task_id"],
+                    last_task_state=row["last_task_state"])
+                for row in self._rows("list_schedules", {"queue_name": queue_name})]
+
+    def delete_schedule(self, name: str) -> bool:
+        """Forget a schedule (one removed from the code goes on firing until then)."""
+        return bool(self._rows("delete_schedule", {"name": name}))
 
     # -- statistics and housekeeping ---------------------------------------------------
 

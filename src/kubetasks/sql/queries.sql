@@ -266,3 +266,80 @@ INSERT INTO kubetasks_migrations (version, name) VALUES (%(version)s, %(name)s);
 -- (store.CHANNEL) with the queue name as payload. LISTEN takes no parameter: a test holds this
 -- name, and the trigger's, to store.CHANNEL.
 LISTEN kubetasks;
+
+-- name: register_schedules
+-- Insert or update schedules by name. A schedule whose timing changed starts again from the
+-- first tick the caller computed; one whose timing did not keeps its next tick, so that a
+-- worker starting (or the operator reconciling) never moves a tick nor fires one twice.
+INSERT INTO kubetasks_schedules AS s
+    (name, queue_name, task_name, cron, every_seconds, timezone, args, kwargs, priority,
+     max_attempts, missed, source, next_tick)
+SELECT * FROM unnest(
+    %(names)s::text[], %(queue_names)s::text[], %(task_names)s::text[], %(crons)s::text[],
+    %(every_seconds)s::float8[], %(timezones)s::text[], %(args)s::jsonb[], %(kwargs)s::jsonb[],
+    %(priorities)s::smallint[], %(max_attempts)s::integer[], %(missed)s::text[],
+    %(sources)s::text[], %(next_ticks)s::timestamptz[])
+ON CONFLICT (name) DO UPDATE
+SET queue_name = excluded.queue_name, task_name = excluded.task_name, cron = excluded.cron,
+    every_seconds = excluded.every_seconds, timezone = excluded.timezone, args = excluded.args,
+    kwargs = excluded.kwargs, priority = excluded.priority, max_attempts = excluded.max_attempts,
+    missed = excluded.missed, source = excluded.source, updated_at = now(),
+    next_tick = CASE WHEN (s.cron, s.every_seconds, s.timezone)
+                          IS DISTINCT FROM (excluded.cron, excluded.every_seconds, excluded.timezone)
+                     THEN excluded.next_tick ELSE s.next_tick END
+WHERE (s.queue_name, s.task_name, s.cron, s.every_seconds, s.timezone, s.args, s.kwargs,
+       s.priority, s.max_attempts, s.missed, s.source)
+      IS DISTINCT FROM
+      (excluded.queue_name, excluded.task_name, excluded.cron, excluded.every_seconds,
+       excluded.timezone, excluded.args, excluded.kwargs, excluded.priority,
+       excluded.max_attempts, excluded.missed, excluded.source)
+RETURNING name;
+
+-- name: delete_schedules_of_source
+-- The schedules a source (a TaskQueue) no longer declares.
+DELETE FROM kubetasks_schedules
+WHERE source = %(source)s AND name <> ALL(%(keep)s::text[])
+RETURNING name;
+
+-- name: delete_schedule
+DELETE FROM kubetasks_schedules WHERE name = %(name)s RETURNING name;
+
+-- name: due_schedules
+-- With the database's clock, so that every firer, wherever it runs, agrees on what is due.
+SELECT s.*, now() AS db_now FROM kubetasks_schedules AS s
+WHERE s.next_tick <= now()
+  AND (%(queue_names)s::text[] IS NULL OR s.queue_name = ANY(%(queue_names)s))
+ORDER BY s.next_tick
+LIMIT 1000;
+
+-- name: fire_schedule
+-- Exactly one firer per tick: the UPDATE matches only while next_tick is still the tick the
+-- firer read (a concurrent firer waits for the first one's row lock, then finds next_tick
+-- moved and matches nothing), and the (schedule_name, schedule_tick) unique index refuses a
+-- second task for a tick whatever happens. The insert NOTIFYs the queue like any enqueue.
+WITH advanced AS (
+    UPDATE kubetasks_schedules
+    SET next_tick = %(next_tick)s, last_tick = coalesce(%(tick)s, last_tick), updated_at = now()
+    WHERE name = %(name)s AND next_tick = %(expected_tick)s
+    RETURNING name, queue_name, task_name, args, kwargs, priority, max_attempts
+), fired AS (
+    INSERT INTO kubetasks_tasks
+        (queue_name, task_name, priority, args, kwargs, max_attempts, schedule_name, schedule_tick)
+    SELECT queue_name, task_name, priority, args, kwargs, max_attempts, name, %(tick)s
+    FROM advanced WHERE %(tick)s::timestamptz IS NOT NULL
+    ON CONFLICT (schedule_name, schedule_tick) WHERE schedule_name IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM advanced) AS advanced, (SELECT id FROM fired) AS task_id;
+
+-- name: next_schedule_tick
+SELECT min(next_tick) AS next_tick FROM kubetasks_schedules
+WHERE %(queue_names)s::text[] IS NULL OR queue_name = ANY(%(queue_names)s);
+
+-- name: list_schedules
+-- Each schedule with the task its last tick enqueued (found through the unique index).
+SELECT s.*, t.id AS last_task_id, t.state AS last_task_state
+FROM kubetasks_schedules AS s
+LEFT JOIN kubetasks_tasks AS t ON t.schedule_name = s.name AND t.schedule_tick = s.last_tick
+WHERE %(queue_name)s::text IS NULL OR s.queue_name = %(queue_name)s
+ORDER BY s.queue_name, s.name;
