@@ -42,6 +42,7 @@ class QueueStore(Protocol):
     def busy_pods(self, queue_name: str) -> dict[str, int]: ...
     def deadline_work(self, queue_name: str, *, horizon: timedelta) -> list[DeadlineWork]: ...
     def backlog_work(self, queue_name: str) -> float: ...
+    def oldest_ready_seconds(self, queue_name: str) -> float: ...
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
                     claimed_before: datetime | None = None) -> list[RequeuedTask]: ...
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
@@ -183,10 +184,20 @@ class QueueController:
             log.info("scaled", extra={"taskqueue": self.name, "queue": self.queue_name,
                                       "from": current, "to": decision.replicas,
                                       "reason": decision.reason})
-        queue_metrics.record(self.namespace, self.name, stats, self.ready_replicas, decision)
+        self.record_metrics(now, stats, observation, decision)
         self.set_condition("DatabaseReachable", True, "Connected", "queue statistics read")
         self.write_status(now, stats, decision, scaled=decision.replicas != current)
         return decision
+
+    def record_metrics(self, now: datetime, stats: QueueStats, observation: Observation,
+                       decision: ScaleDecision) -> None:
+        # The age query is skipped when nothing is due: most queues idle most of the time.
+        oldest = self.store.oldest_ready_seconds(self.queue_name) if stats.ready else 0.0
+        slots = self.ready_replicas * self.spec.worker.concurrency
+        queue_metrics.record(
+            self.namespace, self.name, stats, self.ready_replicas, decision,
+            oldest_ready_seconds=oldest,
+            at_risk=queue_metrics.deadlines_at_risk(observation.deadlines, now, slots))
 
     def mark_deletion_costs(self, live_pods: Mapping[str, str], running_by_uid: dict[str, int]) -> None:
         for pod, cost in deletion_costs(dict(live_pods), running_by_uid).items():

@@ -14,8 +14,9 @@ import kopf
 
 from kubetasks.logs import redact
 from kubetasks.store import DatabaseError
+from kubetasks_operator import queue_metrics
 from kubetasks_operator.controller import DeploymentMissing, QueueController, QueueStore, utcnow
-from kubetasks_operator.kube import SecretMissing
+from kubetasks_operator.kube import ApiException, SecretMissing
 from kubetasks_operator.objects import DeploymentRefused, database_fingerprint, worker_deployment
 from kubetasks_operator.runtime import Key, Runtime
 from kubetasks_operator.sweeper import sweep
@@ -62,7 +63,10 @@ def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> Non
     kopf.adopt(deployment, owner=body)
     try:
         outcome = controller.kube.apply_deployment(deployment)
-    except DeploymentRefused as error:
+    except (DeploymentRefused, ApiException) as error:
+        queue_metrics.count_error(controller.namespace, controller.name, "reconcile")
+        if isinstance(error, ApiException):
+            raise
         controller.report_failure("Reconciled", "DeploymentRefused", str(error))
         with contextlib.suppress(Exception):  # the status is best effort while failing
             controller.write_status(utcnow())
@@ -153,11 +157,14 @@ class QueueLoop:
                 interval = controller.spec.lost_tasks.sweep_interval_seconds
                 self.next_sweep = utcnow() + timedelta(seconds=interval)
         except DeploymentRefused:
-            self.failing = "DeploymentRefused"  # apply_worker_deployment reported it
+            self.failing = "DeploymentRefused"  # apply_worker_deployment reported (and counted) it
         except DatabaseError as error:
+            queue_metrics.count_error(controller.namespace, controller.name, "database")
             message = await asyncio.to_thread(database_problem, controller.store, error)
             await self.failed(controller, "DatabaseUnreachable", "DatabaseReachable", message)
         except Exception as error:  # the API server restarting, throttling, ...: try again
+            queue_metrics.count_error(controller.namespace, controller.name,
+                                      "kubernetes_api" if isinstance(error, ApiException) else "other")
             log.exception("scaling step failed", extra={"taskqueue": controller.name})
             await self.failed(controller, "ScalingFailed", "Scaling",
                               str(error).strip() or type(error).__name__)

@@ -97,6 +97,7 @@ async def reconcile(*, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, name: 
 def _report_not_reconciled(runtime: Runtime, body: kopf.Body, reason: str, message: str) -> None:
     """``Reconciled`` (and so ``Ready``) False for ``reason``, and a Warning Event."""
     meta = body["metadata"]
+    queue_metrics.count_error(meta["namespace"], meta["name"], "reconcile")
     message = redact(message)
     controller = runtime.controllers.get((meta["namespace"], meta["name"]))
     if controller is not None:  # its status writes carry all conditions: go through it

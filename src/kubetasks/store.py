@@ -278,8 +278,8 @@ class Store:
                 "claim_ids": ids, "error": TaskError.of_class(TaskLost, reason).to_json(),
                 "max_lost": max_lost}, conn)
             self._notify(conn, {r["queue_name"] for r in rows if r["state"] == "READY"})
-        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], TaskResultStatus(r["state"]))
-                for r in rows]
+        return [RequeuedTask(r["id"], r["queue_name"], r["task_name"], TaskResultStatus(r["state"]),
+                             r["attempt"]) for r in rows]
 
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
                     except_nonce: str | None = None,
@@ -400,6 +400,11 @@ class Store:
         """Estimated seconds of work of the queue's due and running tasks."""
         rows = self._rows("backlog_work", {"queue_name": queue_name, "default_seconds": default_seconds})
         return float(rows[0]["work_seconds"])
+
+    def oldest_ready_seconds(self, queue_name: str) -> float:
+        """How long the queue's longest-waiting due READY task has waited, in seconds (0 if
+        none is due): what tells a stuck queue from a busy one."""
+        return float(self._rows("oldest_ready", {"queue_name": queue_name})[0]["seconds"])
 
     def durations(self) -> dict[str, float]:
         """Learned mean run time per task name, in seconds."""

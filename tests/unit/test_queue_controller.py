@@ -28,6 +28,7 @@ class FakeStore:
     running_by_uid: dict[str, int] = field(default_factory=dict)
     deadlines: list[DeadlineWork] = field(default_factory=list)
     backlog_seconds: float = 0.0
+    oldest_ready: float = 0.0
     absent_pod_tasks: list[RequeuedTask] = field(default_factory=list)
     pruned: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,6 +47,9 @@ class FakeStore:
 
     def backlog_work(self, queue_name: str) -> float:
         return self.backlog_seconds
+
+    def oldest_ready_seconds(self, queue_name: str) -> float:
+        return self.oldest_ready
 
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Any, **_: Any) -> list[RequeuedTask]:
         return list(self.absent_pod_tasks)

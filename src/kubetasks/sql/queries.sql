@@ -158,7 +158,8 @@ SET state = CASE WHEN lost_count + 1 > %(max_lost)s THEN 'FAILED' ELSE 'READY' E
         'worker_id', worker_pod || '/' || worker_nonce)),
     claim_id = NULL, heartbeat_at = NULL
 WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
-RETURNING id, queue_name, task_name, state;
+-- attempt: the one that was lost (attempts, as returned, no longer counts it).
+RETURNING id, queue_name, task_name, state, attempts + 1 AS attempt;
 
 -- name: notify_queues
 SELECT pg_notify(%(channel)s, q) FROM unnest(%(queue_names)s::text[]) AS q;
@@ -195,6 +196,13 @@ ORDER BY queue_name;
 SELECT worker_pod_uid, count(*) AS running FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
 GROUP BY worker_pod_uid;
+
+-- name: oldest_ready
+-- Seconds since the queue's longest-waiting due READY task could run (0 when none is due):
+-- the first entry of kubetasks_tasks_next_run_after, one index probe however long the queue.
+SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8 AS seconds
+FROM kubetasks_tasks
+WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after <= now();
 
 -- name: deadline_work
 -- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
