@@ -6,6 +6,8 @@ the value that was wrong and what would have been accepted.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KubeTasksError(Exception):
     """Base class of every kubetasks error. Catch it; do not raise it directly."""
@@ -16,6 +18,16 @@ class InvalidTaskError(KubeTasksError, ValueError):
 
     Raised before anything is written, so a failed enqueue leaves no task behind.
     """
+
+
+class DuplicateTaskError(KubeTasksError):
+    """An enqueue with ``using(unique_key=..., unique_conflict="raise")`` found the key held
+    by a live task, which is ``existing`` (a ``TaskResult``). Nothing of that enqueue call was
+    written."""
+
+    def __init__(self, message: str, *, existing: Any) -> None:
+        super().__init__(message)
+        self.existing = existing
 
 
 class TaskResultDoesNotExist(KubeTasksError, LookupError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -80,6 +80,51 @@ class QueueStats:
     running: int
     overdue: int
     next_deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's row of ``kubetasks_queues``, which every worker reads at claim time: paused,
+    a cap on its RUNNING tasks across all workers, and a rate of ``rate_limit`` starts per
+    ``rate_period`` (a token bucket: a burst of up to ``rate_limit``, then one start every
+    ``rate_period / rate_limit``). A queue without a row has none of them."""
+
+    queue_name: str
+    paused: bool = False
+    max_running: int | None = None
+    rate_limit: int | None = None
+    rate_period: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_running is not None and (
+                isinstance(self.max_running, bool) or not isinstance(self.max_running, int)
+                or self.max_running < 1):
+            raise ValueError(f"max_running {self.max_running!r} of queue {self.queue_name!r} is "
+                             "invalid: use an int >= 1, or None for no cap")
+        if (self.rate_limit is None) != (self.rate_period is None):
+            raise ValueError(f"the rate of queue {self.queue_name!r} needs both a number of starts "
+                             f"and a period (got {self.rate_limit!r} per {self.rate_period!r})")
+        if self.rate_limit is not None and (
+                isinstance(self.rate_limit, bool) or not isinstance(self.rate_limit, int)
+                or self.rate_limit < 1):
+            raise ValueError(f"rate limit {self.rate_limit!r} of queue {self.queue_name!r} is "
+                             "invalid: use an int >= 1 starts per period")
+        if self.rate_period is not None and self.rate_period <= timedelta(0):
+            raise ValueError(f"rate period {self.rate_period!r} of queue {self.queue_name!r} is "
+                             "invalid: use a duration > 0")
+
+    @property
+    def starts_per_second(self) -> float | None:
+        if self.rate_limit is None or self.rate_period is None:
+            return None
+        return self.rate_limit / self.rate_period.total_seconds()
+
+    @property
+    def rate_text(self) -> str | None:
+        """The rate as ``kubetasks limit --rate`` takes it, e.g. ``10/60s``."""
+        if self.rate_limit is None or self.rate_period is None:
+            return None
+        return f"{self.rate_limit}/{self.rate_period.total_seconds():g}s"
 
 
 @dataclass(frozen=True, slots=True)

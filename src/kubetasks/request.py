@@ -34,6 +34,13 @@ Python datetimes (years 1 to 9999) in its own time zone, up to a day away from U
 
 When = datetime | timedelta
 
+MAX_UNIQUE_KEY = 500
+"""Characters in a unique key: well within what the unique index holds."""
+
+UNIQUE_WHILE = ("ready", "ready_or_running")
+"""How long a task holds its unique key: while READY and not yet started, or while READY or
+RUNNING (until it finishes, retries included)."""
+
 
 @dataclass(frozen=True, slots=True)
 class EnqueueRequest:
@@ -48,6 +55,9 @@ class EnqueueRequest:
     run_after: datetime | None
     expected_at: datetime | None
     max_attempts: int
+    unique_key: str | None = None
+    unique_while: str | None = None
+    """One of ``UNIQUE_WHILE`` when ``unique_key`` is set, else None."""
 
     @property
     def args_json(self) -> str:
@@ -94,6 +104,16 @@ def check_queue_name(queue_name: object, allowed: frozenset[str] | None) -> str:
             f"queue_name {name!r} is not one of the allowed queues {sorted(allowed)}"
         )
     return name
+
+
+def check_unique(unique_key: object, unique_while: object) -> tuple[str | None, str | None]:
+    """The key and its mode as stored: both None without a key."""
+    if unique_while not in UNIQUE_WHILE:
+        raise InvalidTaskError(f"unique_while {unique_while!r} is invalid: use one of "
+                               f"{', '.join(repr(w) for w in UNIQUE_WHILE)}")
+    if unique_key is None:
+        return None, None
+    return check_name("unique_key", unique_key, MAX_UNIQUE_KEY), str(unique_while)
 
 
 def check_max_attempts(max_attempts: object) -> int:
@@ -172,6 +192,8 @@ def build_request(
     context: Mapping[str, Any],
     allowed_queues: frozenset[str] | None,
     now: datetime,
+    unique_key: str | None = None,
+    unique_while: str = "ready_or_running",
 ) -> EnqueueRequest:
     """Check one enqueue call and return the request a backend writes."""
     check_signature(func, task_name, args, kwargs, takes_context)
@@ -191,6 +213,7 @@ def build_request(
             f"context of task {task_name} is {len(dumps(normal_context).encode())} bytes; "
             f"keep it under {MAX_CONTEXT_BYTES} (ids and names, not data)"
         )
+    key, key_while = check_unique(unique_key, unique_while)
     return EnqueueRequest(
         task_name=task_name,
         queue_name=check_queue_name(queue_name, allowed_queues),
@@ -201,4 +224,6 @@ def build_request(
         run_after=run_at,
         expected_at=deadline,
         max_attempts=check_max_attempts(max_attempts),
+        unique_key=key,
+        unique_while=key_while,
     )

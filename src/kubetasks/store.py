@@ -21,11 +21,16 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
-from kubetasks.exceptions import InvalidTaskError, TaskLost, TaskResultDoesNotExist
+from kubetasks.exceptions import (
+    DuplicateTaskError,
+    InvalidTaskError,
+    TaskLost,
+    TaskResultDoesNotExist,
+)
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
-from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask, TaskRecord
-from kubetasks.request import EnqueueRequest
+from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask, TaskRecord
+from kubetasks.request import EnqueueRequest, check_queue_name
 from kubetasks.result import TaskError, TaskResultStatus
 from kubetasks.schedules import DueSchedule, RegisteredSchedule, Schedule, first_tick
 from kubetasks.schedules import from_row as schedule_from_row
@@ -39,6 +44,10 @@ CLAIM_ORDER = "priority DESC, expected_at ASC NULLS LAST, run_after, id"
 """The order in which a queue's due tasks are claimed: higher priority first, then the earliest
 deadline, then the earliest due. The claim index and every statement that follows the order
 spell it this way (a test holds them to it)."""
+
+UNIQUE_ROUNDS = 5
+"""Tries to write a task whose unique key is held, when each time the holder finished before it
+could be read: the key is then free, and the next try writes the task."""
 
 MIGRATION_LOCK = 0x6B756265_7461736B & 0x7FFFFFFFFFFFFFFF  # "kubetask", as a bigint
 
@@ -156,22 +165,51 @@ class Store:
     # -- enqueue and read --------------------------------------------------------------
 
     def enqueue(self, requests: Sequence[EnqueueRequest], *,
-                connection: psycopg.Connection[Any] | None = None) -> list[TaskRecord]:
-        """Insert the tasks in one statement; listeners are notified when it commits."""
+                connection: psycopg.Connection[Any] | None = None,
+                unique_conflict: str = "return") -> list[TaskRecord]:
+        """Insert the tasks in one statement; listeners are notified when it commits.
+
+        A request whose ``unique_key`` a live task holds (or an earlier request of the same
+        call) gets that task's record instead; with ``unique_conflict="raise"`` it raises
+        ``DuplicateTaskError`` and nothing of the call is written (a savepoint inside the
+        caller's transaction)."""
         if not requests:
             return []
-        rows = self._rows("enqueue_tasks", {
-            "queue_names": [r.queue_name for r in requests],
-            "task_names": [r.task_name for r in requests],
-            "priorities": [r.priority for r in requests],
-            "args": [r.args_json for r in requests],
-            "kwargs": [r.kwargs_json for r in requests],
-            "contexts": [r.context_json for r in requests],
-            "run_afters": [r.run_after for r in requests],
-            "expected_ats": [r.expected_at for r in requests],
-            "max_attempts": [r.max_attempts for r in requests],
-        }, connection)
-        return sorted((TaskRecord.from_row(row) for row in rows), key=lambda r: r.id)
+        if unique_conflict == "raise" and any(r.unique_key for r in requests):
+            with self.connection(connection) as conn, conn.transaction():
+                written = self._write_unique(requests, conn)
+                _refuse_duplicates(requests, written)
+        else:
+            written = self._write_unique(requests, connection)
+        return [record for record, _ in written]
+
+    def _write_unique(self, requests: Sequence[EnqueueRequest],
+                      connection: psycopg.Connection[Any] | None) -> list[tuple[TaskRecord, bool]]:
+        """(record, written) for each request, in order: a task whose key is held gets the
+        holder, read by a second statement (its snapshot sees a holder that committed while
+        the insert waited for it)."""
+        done: dict[int, tuple[TaskRecord, bool]] = {}
+        pending = list(range(len(requests)))
+        for _ in range(UNIQUE_ROUNDS):
+            rows = self._rows("enqueue_tasks", _enqueue_params([requests[i] for i in pending]),
+                              connection)
+            held = _match_written(requests, pending, rows, done)
+            if held:
+                rows = self._rows("unique_holders", {
+                    "task_names": [requests[i].task_name for i in held],
+                    "unique_keys": [requests[i].unique_key for i in held]}, connection)
+                holders = {(r["task_name"], r["unique_key"]): TaskRecord.from_row(r) for r in rows}
+                for i in held:
+                    holder = holders.get((requests[i].task_name, requests[i].unique_key))
+                    if holder is not None:
+                        done[i] = (holder, False)
+            pending = [i for i in held if i not in done]
+            if not pending:
+                return [done[i] for i in range(len(requests))]
+        first = requests[pending[0]]
+        raise InvalidTaskError(
+            f"unique_key {first.unique_key!r} of task {first.task_name} was held and freed "
+            f"{UNIQUE_ROUNDS} times while enqueueing; enqueue it again")
 
     def get(self, task_id: int | str, *,
             connection: psycopg.Connection[Any] | None = None) -> TaskRecord:
@@ -195,13 +233,17 @@ class Store:
               ) -> list[TaskRecord]:
         """Claim up to ``limit`` due tasks, returned in claim order; concurrent claimers skip
         locked rows. Each queue's claim-order index is walked, so the cost stays flat as the
-        backlog grows."""
+        backlog grows. Paused queues give nothing; a queue's cap and rate are kept by locking
+        its settings row first, in the same transaction (one round trip, pipelined)."""
+        names = sorted(set(queue_names))
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query("claim_tasks"), {
-                "queue_names": sorted(set(queue_names)), "limit": limit,
-                "pod_name": worker.pod_name, "pod_uid": worker.pod_uid, "nonce": worker.nonce,
-                "worker_id": worker.worker_id,
-            }, prepare=True)
+            with conn.pipeline(), conn.transaction():
+                conn.execute(query("lock_limited_queues"), {"queue_names": names}, prepare=True)
+                cur.execute(query("claim_tasks"), {
+                    "queue_names": names, "limit": limit,
+                    "pod_name": worker.pod_name, "pod_uid": worker.pod_uid, "nonce": worker.nonce,
+                    "worker_id": worker.worker_id,
+                }, prepare=True)
             claimed, unreadable = _claimed_rows(cur)
         for task_id, claim_id, problem in unreadable:
             self._fail_unreadable(task_id, claim_id, problem)
@@ -377,6 +419,30 @@ class Store:
         """Forget a schedule (one removed from the code goes on firing until then)."""
         return bool(self._rows("delete_schedule", {"name": name}))
 
+    # -- queue settings: paused, cap, rate --------------------------------------------
+
+    def queue_settings(self, queue_names: Sequence[str]) -> list[QueueSettings]:
+        """The settings of each queue, in the order given (defaults for a queue never set)."""
+        rows = self._rows("queue_settings", {"queue_names": list(queue_names)})
+        found = {row["queue_name"]: QueueSettings(**row) for row in rows}
+        return [found.get(name) or QueueSettings(name) for name in queue_names]
+
+    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings:
+        """Pause or resume a queue: every worker's next claim honours it; a NOTIFY wakes them.
+        Tasks still enqueue into a paused queue; running ones finish."""
+        rows = self._rows("set_queue_paused", {"queue_name": check_queue_name(queue_name, None),
+                                               "paused": bool(paused), "channel": CHANNEL})
+        return _settings(rows[0])
+
+    def set_limits(self, limits: QueueSettings) -> QueueSettings:
+        """Set (or, with None, lift) the queue's cap on RUNNING tasks and its rate of starts;
+        ``limits.paused`` is not written (see ``set_paused``)."""
+        rows = self._rows("set_queue_limits", {
+            "queue_name": check_queue_name(limits.queue_name, None),
+            "max_running": limits.max_running, "rate_limit": limits.rate_limit,
+            "rate_period": limits.rate_period, "channel": CHANNEL})
+        return _settings(rows[0])
+
     # -- statistics and housekeeping ---------------------------------------------------
 
     def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]:
@@ -513,6 +579,61 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
             assert task_id is not None and claim_id is not None
             unreadable.append((int(bytes(task_id)), UUID(bytes(claim_id).decode()), problem))
     return readable, unreadable
+
+
+def _enqueue_params(requests: Sequence[EnqueueRequest]) -> dict[str, Any]:
+    return {
+        "queue_names": [r.queue_name for r in requests],
+        "task_names": [r.task_name for r in requests],
+        "priorities": [r.priority for r in requests],
+        "args": [r.args_json for r in requests],
+        "kwargs": [r.kwargs_json for r in requests],
+        "contexts": [r.context_json for r in requests],
+        "run_afters": [r.run_after for r in requests],
+        "expected_ats": [r.expected_at for r in requests],
+        "max_attempts": [r.max_attempts for r in requests],
+        "unique_keys": [r.unique_key for r in requests],
+        "unique_whiles": [r.unique_while for r in requests],
+    }
+
+
+def _match_written(requests: Sequence[EnqueueRequest], pending: list[int],
+                   rows: list[dict[str, Any]], done: dict[int, tuple[TaskRecord, bool]],
+                   ) -> list[int]:
+    """Give each pending request its written row (identities follow the input order; a key's
+    first request is written, later ones of the call share it); returns those whose key a
+    task outside the call holds."""
+    written = [(row["task_name"], row["unique_key"], TaskRecord.from_row(row))
+               for row in sorted(rows, key=lambda row: int(row["id"]))]
+    plain = iter([record for _, key, record in written if key is None])
+    by_key = {(name, key): record for name, key, record in written if key is not None}
+    seen: set[tuple[str, str]] = set()
+    held = []
+    for i in pending:
+        request = requests[i]
+        if request.unique_key is None:
+            done[i] = (next(plain), True)
+            continue
+        key = (request.task_name, request.unique_key)
+        if key in by_key:
+            done[i] = (by_key[key], key not in seen)
+            seen.add(key)
+        else:
+            held.append(i)
+    return held
+
+
+def _refuse_duplicates(requests: Sequence[EnqueueRequest],
+                       written: list[tuple[TaskRecord, bool]]) -> None:
+    for request, (record, fresh) in zip(requests, written, strict=True):
+        if not fresh:
+            raise DuplicateTaskError(
+                f"unique_key {request.unique_key!r} of task {request.task_name} is held by task "
+                f"{record.id} ({record.state}); nothing was enqueued", existing=record)
+
+
+def _settings(row: dict[str, Any]) -> QueueSettings:
+    return QueueSettings(**{name: row[name] for name in QueueSettings.__dataclass_fields__})
 
 
 def _task_id(task_id: int | str) -> int:

@@ -18,6 +18,7 @@ from kubetasks.exceptions import InvalidTaskError, UnknownTaskError
 from kubetasks.payload import JSON
 from kubetasks.request import (
     MAX_TASK_NAME,
+    UNIQUE_WHILE,
     EnqueueRequest,
     When,
     build_request,
@@ -37,6 +38,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_QUEUE = "default"
+UNIQUE_CONFLICTS = ("return", "raise")
+"""What an enqueue does when a live task holds its unique key: return that task, or raise
+``DuplicateTaskError``."""
+UniqueKey = str | Callable[..., str]
 log = logging.getLogger(__name__)
 
 registry: dict[str, Task[..., Any]] = {}
@@ -60,6 +65,9 @@ class Task(Generic[P, T]):
     run_after: When | None = None
     expected_at: When | None = None
     context: Mapping[str, JSON] = field(default_factory=dict)
+    unique_key: UniqueKey | None = field(default=None, compare=False)
+    unique_while: str = "ready_or_running"
+    unique_conflict: str = "return"
     backend: Backend | None = field(default=None, compare=False)
     connection: psycopg.Connection[Any] | None = field(default=None, compare=False, repr=False)
 
@@ -77,6 +85,12 @@ class Task(Generic[P, T]):
             or self.batch_size < 1
         ):
             raise InvalidTaskError(f"batch_size {self.batch_size!r} of task {self.name} must be an int >= 1")
+        if self.unique_while not in UNIQUE_WHILE:
+            raise InvalidTaskError(f"unique_while {self.unique_while!r} of task {self.name} is "
+                                   f"invalid: use one of {', '.join(map(repr, UNIQUE_WHILE))}")
+        if self.unique_conflict not in UNIQUE_CONFLICTS:
+            raise InvalidTaskError(f"unique_conflict {self.unique_conflict!r} of task {self.name} "
+                                   f"is invalid: use one of {', '.join(map(repr, UNIQUE_CONFLICTS))}")
 
     @property
     def is_async(self) -> bool:
@@ -92,16 +106,28 @@ class Task(Generic[P, T]):
         context: Mapping[str, JSON] | None = None,
         backend: Backend | None = None,
         connection: psycopg.Connection[Any] | None = None,
+        unique_key: UniqueKey | None = None,
+        unique_while: Literal["ready", "ready_or_running"] | None = None,
+        unique_conflict: Literal["return", "raise"] | None = None,
     ) -> Task[P, T]:
         """A copy with other enqueue options.
 
         ``connection`` enqueues on the caller's psycopg connection, inside its open
         transaction: the task exists if and only if that transaction commits.
+
+        ``unique_key`` (a str, or a function of the call's arguments that returns one) makes
+        the task unique among live tasks of its name: while one holds the key, an enqueue
+        returns that task (``unique_conflict="raise"``: raises ``DuplicateTaskError``). A task
+        holds its key while READY and not yet started (``unique_while="ready"``), or until it
+        finishes (``"ready_or_running"``, the default)::
+
+            refresh.using(unique_key=lambda account_id: f"account-{account_id}").enqueue(7)
         """
         changes: dict[str, Any] = {
             "queue_name": queue_name, "priority": priority, "run_after": run_after,
             "expected_at": expected_at, "context": context, "backend": backend,
-            "connection": connection,
+            "connection": connection, "unique_key": unique_key, "unique_while": unique_while,
+            "unique_conflict": unique_conflict,
         }
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -120,7 +146,23 @@ class Task(Generic[P, T]):
             max_attempts=self.max_attempts, run_after=self.run_after,
             expected_at=self.expected_at, context=self.context,
             allowed_queues=backend.allowed_queues, now=now,
+            unique_key=self.unique_key_of(args, kwargs), unique_while=self.unique_while,
         )
+
+    def unique_key_of(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """The unique key of one call: ``unique_key`` itself, or what it returns for the call's
+        arguments."""
+        if self.unique_key is None or isinstance(self.unique_key, str):
+            return self.unique_key
+        try:
+            key = self.unique_key(*args, **kwargs)
+        except Exception as error:
+            raise InvalidTaskError(f"unique_key function of task {self.name} failed for args "
+                                   f"{list(args)!r}, kwargs {dict(kwargs)!r}: {error!r}") from None
+        if not isinstance(key, str):
+            raise InvalidTaskError(f"unique_key function of task {self.name} returned {key!r}; "
+                                   "return a str")
+        return key
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[T]:
         """Enqueue one call; validated before anything is written."""

@@ -95,6 +95,18 @@ class MemoryBackend(Backend):
             raise TaskResultDoesNotExist(f"no task with id {result_id!r} in {self!r}")
         return stored
 
+    def record_unique(self, task: Task[..., Any], requests: Sequence[EnqueueRequest],
+                      ) -> list[tuple[TaskResult[Any], bool]]:
+        """(result, recorded) per request: a request whose unique key a live result holds gets
+        that result; with ``unique_conflict="raise"`` nothing is recorded then."""
+        for request in requests:
+            self.unique_holder(request, task.unique_conflict)
+        out: list[tuple[TaskResult[Any], bool]] = []
+        for request in requests:
+            holder = self.unique_holder(request, "return")
+            out.append((holder, False) if holder is not None else (self.record(request), True))
+        return out
+
     def record(self, request: EnqueueRequest) -> TaskResult[Any]:
         now = datetime.now(UTC)
         with self._lock:

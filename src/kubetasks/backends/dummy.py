@@ -29,4 +29,4 @@ class DummyBackend(MemoryBackend):
 
     def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        return [self.record(request) for request in requests]
+        return [result for result, _ in self.record_unique(task, requests)]

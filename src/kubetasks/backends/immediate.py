@@ -29,7 +29,8 @@ class ImmediateBackend(MemoryBackend):
 
     def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        results = [self.record(request) for request in requests]
-        for result in results:
-            run_inline(task, result)
-        return results
+        recorded = self.record_unique(task, requests)
+        for result, fresh in recorded:
+            if fresh:
+                run_inline(task, result)
+        return [result for result, _ in recorded]

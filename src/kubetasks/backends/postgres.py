@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kubetasks.backends.base import Backend
+from kubetasks.exceptions import DuplicateTaskError
 from kubetasks.records import to_result
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult
@@ -29,7 +30,11 @@ class PostgresBackend(Backend):
 
     def enqueue_many(self, task: Task[..., Any], requests: Sequence[EnqueueRequest], *,
                      connection: psycopg.Connection[Any] | None = None) -> list[TaskResult[Any]]:
-        records = self.store.enqueue(requests, connection=connection)
+        try:
+            records = self.store.enqueue(requests, connection=connection,
+                                         unique_conflict=task.unique_conflict)
+        except DuplicateTaskError as error:
+            raise DuplicateTaskError(str(error), existing=to_result(error.existing, self)) from None
         return [to_result(record, self) for record in records]
 
     def get_result(self, result_id: str) -> TaskResult[Any]:

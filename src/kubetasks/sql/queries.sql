@@ -4,18 +4,37 @@
 -- name: enqueue_tasks
 -- Many tasks in one statement; identity values follow the input order.
 INSERT INTO kubetasks_tasks
-    (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts)
+    (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts,
+     unique_key, unique_while)
 SELECT queue_name, task_name, priority, args, kwargs, context,
        -- "now" is the database's: a deadline the client set a moment ago may already be older.
-       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts
+       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts,
+       unique_key, unique_while
 FROM unnest(
     %(queue_names)s::text[], %(task_names)s::text[], %(priorities)s::smallint[],
     %(args)s::jsonb[], %(kwargs)s::jsonb[], %(contexts)s::jsonb[],
-    %(run_afters)s::timestamptz[], %(expected_ats)s::timestamptz[], %(max_attempts)s::integer[]
+    %(run_afters)s::timestamptz[], %(expected_ats)s::timestamptz[], %(max_attempts)s::integer[],
+    %(unique_keys)s::text[], %(unique_whiles)s::text[]
 ) WITH ORDINALITY AS r(queue_name, task_name, priority, args, kwargs, context,
-                       run_after, expected_at, max_attempts, ord)
+                       run_after, expected_at, max_attempts, unique_key, unique_while, ord)
 ORDER BY ord
+-- A task whose unique key a live task holds is not written (the store then reads the holder).
+-- A concurrent transaction that holds the key uncommitted is waited for. The predicate is the
+-- index kubetasks_tasks_unique_live's (a unit test holds them equal).
+ON CONFLICT (task_name, unique_key)
+    WHERE unique_key IS NOT NULL
+      AND (state = 'READY' AND (started_at IS NULL OR unique_while = 'ready_or_running')
+           OR state = 'RUNNING' AND unique_while = 'ready_or_running')
+    DO NOTHING
 RETURNING *;
+
+-- name: unique_holders
+-- The live tasks holding these (task name, unique key) pairs.
+SELECT t.* FROM unnest(%(task_names)s::text[], %(unique_keys)s::text[]) AS k(task_name, unique_key)
+JOIN kubetasks_tasks AS t USING (task_name, unique_key)
+WHERE t.unique_key IS NOT NULL
+  AND (t.state = 'READY' AND (t.started_at IS NULL OR t.unique_while = 'ready_or_running')
+       OR t.state = 'RUNNING' AND t.unique_while = 'ready_or_running');
 
 -- name: get_task
 SELECT * FROM kubetasks_tasks WHERE id = %(id)s;
@@ -27,26 +46,66 @@ WHERE (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- name: lock_limited_queues
+-- The first statement of a claim's transaction: the settings rows of the claimed queues that
+-- have a cap or a rate, locked until the claim commits, so claimers of a limited queue take
+-- turns and each one's claim_tasks (a later statement: a later snapshot) counts the RUNNING
+-- tasks of the claims before it. Queues without limits lock nothing and claim side by side.
+SELECT queue_name FROM kubetasks_queues
+WHERE queue_name = ANY(%(queue_names)s::text[])
+  AND (max_running IS NOT NULL OR rate_limit IS NOT NULL)
+ORDER BY queue_name
+FOR UPDATE;
+
 -- name: claim_tasks
 -- Each queue's claim-order index is walked through LATERAL, then the best `limit` rows across
 -- the queues are claimed. (With `queue_name = ANY(...)` the planner sorts every ready row, so a
 -- claim would cost more as the backlog grows.) SKIP LOCKED inside the LATERAL lets concurrent
 -- claimers pass each other. Each claimed row carries its rank in claim order (UPDATE returns rows
 -- in no particular order).
-WITH picked AS (
-    SELECT id, claim_rank FROM (
-        SELECT c.id, row_number() OVER (
+-- A queue's quota: nothing while paused; at most max_running minus its RUNNING tasks; at most
+-- the whole tokens of its rate bucket (refilled by rate_limit per rate_period, up to
+-- rate_limit), which `spent` then takes.
+WITH queues AS (
+    SELECT q.queue_name, s.rate_limit, b.tokens, b.at,
+           CASE WHEN s.queue_name IS NULL THEN %(limit)s
+                WHEN s.paused THEN 0
+                ELSE least(%(limit)s,
+                           CASE WHEN s.max_running IS NULL THEN %(limit)s
+                                ELSE s.max_running - (
+                                    SELECT count(*) FROM kubetasks_tasks AS r
+                                    WHERE r.state = 'RUNNING' AND r.queue_name = q.queue_name)
+                           END,
+                           coalesce(floor(b.tokens)::integer, %(limit)s))
+           END AS quota
+    FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+    LEFT JOIN kubetasks_queues AS s USING (queue_name)
+    CROSS JOIN LATERAL (
+        SELECT clock_timestamp() AS at,
+               least(s.rate_limit::float8, s.tokens + s.rate_limit * extract(epoch FROM
+                   greatest(clock_timestamp() - s.tokens_at, interval '0'))
+                   / extract(epoch FROM s.rate_period)) AS tokens
+    ) AS b
+), picked AS (
+    SELECT id, queue_name, claim_rank FROM (
+        SELECT c.id, q.queue_name, row_number() OVER (
             ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id) AS claim_rank
-        FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+        FROM queues AS q
         CROSS JOIN LATERAL (
             SELECT id, priority, expected_at, run_after FROM kubetasks_tasks
             WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
             ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
-            LIMIT %(limit)s
+            LIMIT greatest(q.quota, 0)
             FOR UPDATE SKIP LOCKED
         ) AS c
     ) AS ranked
     WHERE claim_rank <= %(limit)s
+), spent AS (
+    UPDATE kubetasks_queues AS s
+    SET tokens = q.tokens - p.started, tokens_at = q.at
+    FROM (SELECT queue_name, count(*) AS started FROM picked GROUP BY queue_name) AS p
+    JOIN queues AS q USING (queue_name)
+    WHERE s.queue_name = p.queue_name AND q.rate_limit IS NOT NULL
 )
 UPDATE kubetasks_tasks AS t
 SET state = 'RUNNING',
@@ -170,14 +229,23 @@ WHERE id = %(id)s AND state = 'READY'
 RETURNING id;
 
 -- name: next_run_after
-SELECT min(first.run_after) AS next_run_after
+-- When a claim could next find work: the earliest run_after, or the next token of a queue's
+-- rate if later. Paused queues, and queues at their cap (a finishing task frees the slot of
+-- the worker that ran it, which claims again), count only at the poll interval.
+SELECT min(greatest(first.run_after, s.tokens_at + (1 - s.tokens) * s.rate_period / s.rate_limit))
+    AS next_run_after
 FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+LEFT JOIN kubetasks_queues AS s USING (queue_name)
 CROSS JOIN LATERAL (
     SELECT run_after FROM kubetasks_tasks
     WHERE state = 'READY' AND queue_name = q.queue_name
     ORDER BY run_after
     LIMIT 1
-) AS first;
+) AS first
+WHERE NOT coalesce(s.paused, false)
+  AND (s.max_running IS NULL OR s.max_running > (
+      SELECT count(*) FROM kubetasks_tasks AS r
+      WHERE r.state = 'RUNNING' AND r.queue_name = q.queue_name));
 
 -- name: queue_stats
 SELECT queue_name,
@@ -191,6 +259,40 @@ WHERE state IN ('READY', 'RUNNING')
   AND (%(queue_names)s::text[] IS NULL OR queue_name = ANY(%(queue_names)s))
 GROUP BY queue_name
 ORDER BY queue_name;
+
+-- name: queue_settings
+SELECT queue_name, paused, max_running, rate_limit, rate_period FROM kubetasks_queues
+WHERE queue_name = ANY(%(queue_names)s::text[])
+ORDER BY queue_name;
+
+-- name: set_queue_paused
+-- Every worker reads the flag at its next claim; the NOTIFY wakes them to claim at once.
+WITH saved AS (
+    INSERT INTO kubetasks_queues AS s (queue_name, paused) VALUES (%(queue_name)s, %(paused)s)
+    ON CONFLICT (queue_name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+    RETURNING queue_name, paused, max_running, rate_limit, rate_period
+)
+SELECT saved.*, pg_notify(%(channel)s, saved.queue_name) FROM saved;
+
+-- name: set_queue_limits
+-- A new or changed rate starts with a full bucket.
+WITH saved AS (
+    INSERT INTO kubetasks_queues AS s (queue_name, max_running, rate_limit, rate_period, tokens,
+                                       tokens_at)
+    VALUES (%(queue_name)s, %(max_running)s, %(rate_limit)s, %(rate_period)s::interval,
+            coalesce(%(rate_limit)s, 0), clock_timestamp())
+    ON CONFLICT (queue_name) DO UPDATE
+    SET max_running = excluded.max_running, rate_limit = excluded.rate_limit,
+        rate_period = excluded.rate_period, updated_at = now(),
+        tokens = CASE WHEN (s.rate_limit, s.rate_period)
+                           IS NOT DISTINCT FROM (excluded.rate_limit, excluded.rate_period)
+                      THEN s.tokens ELSE excluded.tokens END,
+        tokens_at = CASE WHEN (s.rate_limit, s.rate_period)
+                              IS NOT DISTINCT FROM (excluded.rate_limit, excluded.rate_period)
+                         THEN s.tokens_at ELSE excluded.tokens_at END
+    RETURNING queue_name, paused, max_running, rate_limit, rate_period
+)
+SELECT saved.*, pg_notify(%(channel)s, saved.queue_name) FROM saved;
 
 -- name: busy_pods
 SELECT worker_pod_uid, count(*) AS running FROM kubetasks_tasks
