@@ -9,7 +9,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from kubetasks.exceptions import ConfigurationError, InvalidTaskError, TaskResultDoesNotExist
+from kubetasks.exceptions import (
+    ConfigurationError,
+    DuplicateTaskError,
+    InvalidTaskError,
+    TaskResultDoesNotExist,
+)
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult, TaskResultStatus
 
@@ -75,6 +80,7 @@ class MemoryBackend(Backend):
     def __init__(self, *, allowed_queues: Iterable[str] | None = None) -> None:
         super().__init__(allowed_queues=allowed_queues)
         self._results: dict[str, TaskResult[Any]] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}  # (task, key) -> (id, while)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -94,6 +100,22 @@ class MemoryBackend(Backend):
         if stored is None:
             raise TaskResultDoesNotExist(f"no task with id {result_id!r} in {self!r}")
         return stored
+
+    def unique_holder(self, request: EnqueueRequest, conflict: str) -> TaskResult[Any] | None:
+        """The live result holding the request's unique key, as the postgres backend finds it
+        (``conflict="raise"`` raises ``DuplicateTaskError`` instead)."""
+        if request.unique_key is None:
+            return None
+        with self._lock:
+            held = self._keys.get((request.task_name, request.unique_key))
+            holder = self._results.get(held[0]) if held else None
+        if holder is None or not _holds_key(holder, held[1] if held else ""):
+            return None
+        if conflict == "raise":
+            raise DuplicateTaskError(
+                f"unique_key {request.unique_key!r} of task {request.task_name} is held by task "
+                f"{holder.id} ({holder.status}); nothing was enqueued", existing=holder)
+        return holder
 
     def record_unique(self, task: Task[..., Any], requests: Sequence[EnqueueRequest],
                       ) -> list[tuple[TaskResult[Any], bool]]:
@@ -119,7 +141,16 @@ class MemoryBackend(Backend):
                 max_attempts=request.max_attempts,
             )
             self._results[result.id] = result
+            if request.unique_key is not None and request.unique_while is not None:
+                self._keys[(request.task_name, request.unique_key)] = (result.id,
+                                                                       request.unique_while)
         return result
+
+
+def _holds_key(result: TaskResult[Any], unique_while: str) -> bool:
+    if result.status == TaskResultStatus.READY:
+        return result.started_at is None or unique_while == "ready_or_running"
+    return result.status == TaskResultStatus.RUNNING and unique_while == "ready_or_running"
 
 
 def _shown(when: datetime | timedelta) -> str:
