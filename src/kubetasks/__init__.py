@@ -17,6 +17,7 @@ from kubetasks.exceptions import (
     UnknownTaskError,
 )
 from kubetasks.result import TaskContext, TaskError, TaskResult, TaskResultStatus
+from kubetasks.schedules import Schedule, schedule
 from kubetasks.task import Task, task
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidTaskError",
     "KubeTasksError",
     "Retry",
+    "Schedule",
     "Task",
     "TaskContext",
     "TaskError",
@@ -36,5 +38,6 @@ __all__ = [
     "configure",
     "get_backend",
     "get_result",
+    "schedule",
     "task",
 ]

@@ -282,3 +282,14 @@ def from_row(row: Mapping[str, Any]) -> Schedule:
         timezone=row["timezone"], args=row["args"], kwargs=row["kwargs"],
         priority=row["priority"], max_attempts=row["max_attempts"], missed=row["missed"],
         source=row["source"])
+
+
+def declare(task: Task[..., Any], when: str | timedelta) -> Schedule:
+    """``@task(schedule=...)``: a cron expression (in UTC) or an interval; ``schedule()`` takes
+    a time zone, arguments and the missed-tick policy."""
+    if isinstance(when, timedelta):
+        return schedule(task, every=when)
+    if isinstance(when, str):
+        return schedule(task, cron=when)
+    raise InvalidTaskError(f"schedule {when!r} of task {task.name} is invalid: use a cron "
+                           "expression such as '0 3 * * *' or a timedelta")

@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from kubetasks.backoff import Backoff, as_backoff
@@ -28,6 +28,7 @@ from kubetasks.request import (
     check_queue_name,
 )
 from kubetasks.result import TaskContext, TaskResult
+from kubetasks.schedules import declare as declare_schedule
 
 if TYPE_CHECKING:
     import psycopg
@@ -227,6 +228,7 @@ def task(
     retry_backoff: Backoff | Mapping[int, float] | None = None,
     timeout: float | None = None,
     batch_size: int | None = None,
+    schedule: str | timedelta | None = None,
     takes_context: Literal[False] = False,
 ) -> Callable[[Callable[P, T]], Task[P, T]]: ...
 @overload
@@ -239,6 +241,7 @@ def task(
     retry_backoff: Backoff | Mapping[int, float] | None = None,
     timeout: float | None = None,
     batch_size: int | None = None,
+    schedule: str | timedelta | None = None,
     takes_context: Literal[True],
 ) -> Callable[[Callable[Concatenate[TaskContext, P], T]], Task[P, T]]: ...
 
@@ -254,12 +257,17 @@ def task(
     retry_backoff: Backoff | Mapping[int, float] | None = None,
     timeout: float | None = None,
     batch_size: int | None = None,
+    schedule: str | timedelta | None = None,
     takes_context: bool = False,
 ) -> Any:
     """Define a task, usable as ``@task`` or ``@task(queue_name="emails", max_attempts=3)``.
 
     ``retry_backoff`` is exponential with jitter by default; a mapping such as
     ``{1: 10, 5: 60}`` waits 10 s after attempts 1-4 and 60 s from the fifth.
+
+    ``schedule`` enqueues the task on a cron expression in UTC (``"0 3 * * *"``) or at an
+    interval (``timedelta(minutes=5)``), without arguments; ``kubetasks.schedule(...)`` takes a
+    time zone, arguments and a policy for missed ticks.
     """
 
     def define(func: Callable[..., Any]) -> Task[..., Any]:
@@ -270,6 +278,8 @@ def task(
             takes_context=takes_context,
         )
         register(defined)
+        if schedule is not None:
+            declare_schedule(defined, schedule)
         return defined
 
     return define(function) if function is not None else define

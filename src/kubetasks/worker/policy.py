@@ -110,3 +110,15 @@ def queue_wait(record: TaskRecord) -> float:
 def reconnect_delay(failures: int) -> float:
     """Back off from a database that keeps failing: 0.1 s doubling up to 5 s."""
     return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))
+
+
+SCHEDULE_POLL = 30.0
+"""Longest wait between two looks at the schedules: one registered meanwhile (a TaskQueue's,
+another worker's) is fired by its registrant or the operator until then."""
+
+
+def schedule_wait(*, now: datetime, next_tick: datetime | None) -> float:
+    """Seconds until the next schedule's tick, at most ``SCHEDULE_POLL``."""
+    if next_tick is None:
+        return SCHEDULE_POLL
+    return min(SCHEDULE_POLL, max(MIN_IDLE_WAIT, (next_tick - now).total_seconds()))

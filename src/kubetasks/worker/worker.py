@@ -14,12 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
+from kubetasks import schedules
 from kubetasks.identity import WorkerIdentity
 from kubetasks.store import DATABASE_AWAY, SCHEMA_MISSING, Store
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.listener import Listener
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.policy import idle_wait, reconnect_delay
+from kubetasks.worker.policy import idle_wait, reconnect_delay, schedule_wait
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.slots import Slots
@@ -73,11 +74,13 @@ class Worker:
             listener.start()
         self._reporter.start()
         heartbeats = asyncio.create_task(self._heartbeats(), name="kubetasks-heartbeats")
+        firing = asyncio.create_task(self._fire_schedules(), name="kubetasks-schedules")
         try:
             await self._claim_loop()
             await self._drain()
         finally:
             heartbeats.cancel()
+            firing.cancel()
             listener.stop()
             await self._reporter.close()
         log.info("worker stopped")
@@ -119,6 +122,22 @@ class Worker:
     def _wake_from_thread(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to wake
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def _fire_schedules(self) -> None:
+        """Register the schedules the imported modules declare, then fire the due ones of this
+        worker's queues until it stops: schedules run without the operator too, and the
+        database lets exactly one of any number of firers enqueue each tick."""
+        declared = list(schedules.registry.values())
+        while declared and await self._database(self.store.register_schedules, declared,
+                                                 now=datetime.now(UTC)) is None:
+            await asyncio.sleep(reconnect_delay(self._database_failures))
+        queues = list(self.settings.queues) or None
+        while True:
+            await self._database(schedules.fire_due, self.store, queues)
+            next_tick = await self._database(self.store.next_schedule_tick, queues)
+            await asyncio.sleep(schedule_wait(now=datetime.now(UTC), next_tick=next_tick))
 
     # -- keeping claims ----------------------------------------------------------------
 
