@@ -67,3 +67,11 @@ class TaskLost(KubeTasksError):
 
 class TaskTimeout(KubeTasksError):
     """A task ran longer than its ``timeout``."""
+
+
+class NotJSONError(InvalidTaskError, TypeError):
+    """A value given to a task (an argument, its context) is not JSON that round-trips.
+
+    Both an ``InvalidTaskError`` and a ``TypeError``: Django's tasks framework raises
+    ``TypeError`` for such an argument, so code written for either catches it.
+    """

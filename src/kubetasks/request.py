@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubetasks.exceptions import InvalidTaskError
+from kubetasks.exceptions import InvalidTaskError, NotJSONError
 from kubetasks.payload import JSON, check_json, check_text, dumps, loads
 
 MIN_PRIORITY = -100
@@ -172,7 +172,7 @@ def serialisable(name: str, value: Any, path: str) -> Any:
     try:
         check_json(value, path)
     except TypeError as error:
-        raise InvalidTaskError(f"task {name}: {error}") from None
+        raise NotJSONError(f"task {name}: {error}") from None
     # Normalise exactly as the worker will see it (tuples become lists).
     return loads(dumps(value))
 

@@ -20,32 +20,23 @@ Workers run Django tasks with ``kubetasks worker --import kubetasks.contrib.djan
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable
 from typing import Any
-
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
-
-try:  # Django 6
-    from django.tasks import TaskResultStatus as DjangoStatus
-    from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import TaskError as DjangoTaskError
-    from django.tasks.base import TaskResult as DjangoTaskResult
-    from django.tasks.exceptions import TaskResultDoesNotExist as DjangoDoesNotExist
-except ImportError:  # Django 4.2-5.x with the django-tasks backport
-    from django_tasks import TaskResultStatus as DjangoStatus
-    from django_tasks.backends.base import BaseTaskBackend
-    from django_tasks.base import TaskError as DjangoTaskError
-    from django_tasks.base import TaskResult as DjangoTaskResult
-    from django_tasks.exceptions import TaskResultDoesNotExist as DjangoDoesNotExist
 
 from kubetasks.backends.postgres import PostgresBackend
 from kubetasks.config import Settings
-from kubetasks.exceptions import TaskResultDoesNotExist
+from kubetasks.contrib.django.compat import BaseTaskBackend, normalize_json, task_enqueued
+from kubetasks.contrib.django.compat import TaskResultDoesNotExist as DjangoDoesNotExist
+from kubetasks.contrib.django.results import (
+    as_enqueued,
+    is_stand_in,
+    requested_context,
+    stand_in,
+    to_django,
+)
+from kubetasks.contrib.django.running import runner
+from kubetasks.exceptions import NotJSONError, TaskResultDoesNotExist
 from kubetasks.records import to_result
-from kubetasks.result import TaskResult, TaskResultStatus
+from kubetasks.result import TaskResult
 from kubetasks.store import Store
 from kubetasks.task import Task, register, registry
 
@@ -61,33 +52,14 @@ def _store(url: str) -> Store:
     return _stores[url]
 
 
-def as_a_request(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` run the way Django runs a view: ``close_old_connections()`` before and after,
-    as the ``request_started`` and ``request_finished`` signals do. A worker thread runs task
-    after task; without this, a connection that broke (PostgreSQL restarted) or passed
-    ``CONN_MAX_AGE`` would stay on the thread and fail every later task there."""
-    if inspect.iscoroutinefunction(func):
-        close_async = sync_to_async(close_old_connections)  # where the ORM's async calls run
-
-        @functools.wraps(func)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            await close_async()
-            try:
-                return await func(*args, **kwargs)
-            finally:
-                await close_async()
-
-        return run_async
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return run
+def _as_json(task: Any, args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """The arguments as Django makes them JSON (tuples become lists, bytes text), or
+    ``NotJSONError`` — a ``TypeError`` too, as Django raises — in Django's words."""
+    try:
+        return normalize_json(args), normalize_json(kwargs)
+    except (TypeError, ValueError) as error:
+        raise NotJSONError(f"{error} in the arguments of task {task.module_path}: use None, "
+                           "bool, int, float, str, bytes, lists or dicts") from None
 
 
 class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
@@ -107,54 +79,43 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
 
     def validate_task(self, task: Any) -> None:
         super().validate_task(task)
+        if is_stand_in(task):
+            return
         # Called when a task is defined: register it so that a worker importing the
         # module can run it, by name, without importing anything named by the database.
         _django_tasks.setdefault(task.module_path, task)
         if task.module_path not in registry:
-            register(Task(func=as_a_request(task.func), name=task.module_path,
-                          queue_name=task.queue_name,
-                          priority=task.priority, max_attempts=self.max_attempts,
-                          takes_context=task.takes_context))
+            register(Task(func=runner(task, type(self)), name=task.module_path,
+                          queue_name=task.queue_name, priority=task.priority,
+                          max_attempts=self.max_attempts, takes_context=True))
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
+        args, kwargs = _as_json(task, args, kwargs)
         defined = registry[task.module_path]
         configured = defined.using(queue_name=task.queue_name, priority=task.priority,
                                    run_after=task.run_after, backend=self.kubetasks,
+                                   context=requested_context(task.run_after),
                                    connection=self._connection())
         result = configured.enqueue(*args, **kwargs)
-        return self.to_django(result, task)
+        django_result = self.to_django(result, task)
+        task_enqueued.send(type(self), task_result=django_result)
+        return django_result
 
     def get_result(self, result_id: str) -> Any:
+        """Any task's result, also of a task whose module this process has not imported (its
+        ``task`` then only names it: see ``results.stand_in``)."""
         try:
             record = self.kubetasks.store.get(result_id, connection=self._connection())
         except TaskResultDoesNotExist as error:
             raise DjangoDoesNotExist(str(error)) from error
-        task = _django_tasks.get(record.task_name)
-        if task is None:
-            raise DjangoDoesNotExist(
-                f"result {result_id} is of task {record.task_name!r}, which is not imported in "
-                "this process")
-        # The result's task is the task as it was enqueued: with that call's options.
-        as_enqueued = task.using(priority=record.priority, queue_name=record.queue_name,
-                                 run_after=record.run_after)
-        return self.to_django(to_result(record, self.kubetasks), as_enqueued)
+        result = to_result(record, self.kubetasks)
+        task = _django_tasks.get(record.task_name) or stand_in(
+            record.task_name, alias=self.alias, queue_name=record.queue_name)
+        return self.to_django(result, as_enqueued(task, result))
 
     def to_django(self, result: TaskResult[Any], task: Any) -> Any:
-        # Django knows no CANCELLED: a cancelled task did not run, which Django calls FAILED.
-        status = (DjangoStatus.FAILED if result.status == TaskResultStatus.CANCELLED
-                  else DjangoStatus(result.status.value))
-        django_result = DjangoTaskResult(
-            task=task, id=result.id, status=status, enqueued_at=result.enqueued_at,
-            started_at=result.started_at, finished_at=result.finished_at,
-            last_attempted_at=result.last_attempted_at, args=result.args, kwargs=result.kwargs,
-            backend=self.alias,
-            errors=[DjangoTaskError(exception_class_path=e.exception_class_path,
-                                    traceback=e.traceback) for e in result.errors],
-            worker_ids=list(result.worker_ids),
-        )
-        object.__setattr__(django_result, "_return_value", result._return_value)
-        return django_result
+        return to_django(result, task, alias=self.alias)
 
     def _connection(self) -> Any:
         """Django's own psycopg connection, when enqueueing in its transaction."""
