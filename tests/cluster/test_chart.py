@@ -1003,18 +1003,23 @@ def rules_of(helm: Helm, *options: str) -> list[Document]:
 
 def test_the_alerts_read_only_metrics_that_are_exported(helm: Helm) -> None:
     rules = rules_of(helm)
-    assert [r["alert"] for r in rules] == ["KubetasksQueueStuck", "KubetasksDeadlinesMissed",
-                                           "KubetasksWorkersCrashLooping", "KubetasksOperatorDown"]
+    assert [r["alert"] for r in rules] == [
+        "KubetasksQueueStuck", "KubetasksDeadlinesMissed", "KubetasksDeadlinesAtRisk",
+        "KubetasksWorkersCrashLooping", "KubetasksOperatorDown", "KubetasksOperatorErrors"]
     exported = exported_metrics() | FOREIGN
     for rule in rules:
         used = metric_names(rule["expr"])
         assert used and used <= exported, (rule["alert"], used - exported)
     by_name = {r["alert"]: r for r in rules}
     assert "kubetasks_operator_overdue" in by_name["KubetasksDeadlinesMissed"]["expr"]
+    assert "kubetasks_operator_deadlines_at_risk" in by_name["KubetasksDeadlinesAtRisk"]["expr"]
+    assert "kubetasks_operator_errors_total" in by_name["KubetasksOperatorErrors"]["expr"]
     assert by_name["KubetasksOperatorDown"]["expr"] == (
         'absent(up{job="kt-kubetasks-operator-metrics", namespace="ops"} == 1)')
-    assert "[15m]" in by_name["KubetasksQueueStuck"]["expr"]
-    assert "[40m]" in rules_of(helm, "--set", "prometheusRule.queueStuckMinutes=40")[0]["expr"]
+    stuck = by_name["KubetasksQueueStuck"]["expr"]
+    assert "[15m]" in stuck and ">= 900" in stuck
+    stuck = rules_of(helm, "--set", "prometheusRule.queueStuckMinutes=40")[0]["expr"]
+    assert "[40m]" in stuck and ">= 2400" in stuck
 
 
 def test_the_dashboard_reads_only_metrics_that_are_exported() -> None:
@@ -1025,7 +1030,16 @@ def test_the_dashboard_reads_only_metrics_that_are_exported() -> None:
     assert used <= exported_metrics() | FOREIGN, used - exported_metrics()
     assert {"kubetasks_operator_backlog", "kubetasks_operator_running", "kubetasks_operator_overdue",
             "kubetasks_operator_desired_replicas", "kubetasks_operator_replicas",
-            "kubetasks_worker_tasks_succeeded_total", "kubetasks_worker_task_duration_seconds_bucket"} <= used
+            "kubetasks_operator_oldest_ready_age_seconds", "kubetasks_operator_deadlines_at_risk",
+            "kubetasks_operator_errors_total", "kubetasks_worker_slots_in_use", "kubetasks_worker_slots",
+            "kubetasks_worker_build_info", "kubetasks_worker_tasks_succeeded_total",
+            "kubetasks_worker_task_duration_seconds_bucket"} <= used
+    process = {name for e in expressions for name in re.findall(r"\b(process_[a-z_]+)\b", e)}
+    assert process == {"process_cpu_seconds_total", "process_resident_memory_bytes"}
+    # Every panel and target has an id and a ref Grafana keeps them by.
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in dashboard["panels"]:
+        assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]), panel["title"]
 
 
 def promtool() -> str:
@@ -1041,7 +1055,77 @@ def test_promtool_accepts_the_rules(helm: Helm, tmp_path: Path) -> None:
     rules.write_text(yaml.safe_dump(rule["spec"]))
     checked = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 4 rules found" in checked.stdout, checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout, checked.stdout
+
+
+QUEUE = 'namespace="shop", taskqueue="emails"'
+BUSY = 'namespace="shop", taskqueue="reports"'
+# emails: its oldest task waits on and no worker claims: stuck, deadlines at risk then missed,
+# the database failing. reports: as old a backlog, but its workers keep claiming: busy, not stuck.
+SERIES = [
+    {"series": f"kubetasks_operator_oldest_ready_age_seconds{{{QUEUE}}}", "values": "0+60x40"},
+    {"series": f"kubetasks_operator_oldest_ready_age_seconds{{{BUSY}}}", "values": "0+60x40"},
+    {"series": f'kubetasks_worker_tasks_claimed_total{{{BUSY}, queue="reports"}}', "values": "0+1x40"},
+    {"series": f"kubetasks_operator_overdue{{{QUEUE}}}", "values": "0 0 2x38"},
+    {"series": f"kubetasks_operator_overdue{{{BUSY}}}", "values": "0x40"},
+    {"series": f"kubetasks_operator_deadlines_at_risk{{{QUEUE}}}", "values": "0 3x39"},
+    {"series": f"kubetasks_operator_deadlines_at_risk{{{BUSY}}}", "values": "0x40"},
+    {"series": f'kubetasks_operator_errors_total{{{QUEUE}, kind="database"}}', "values": "0+1x40"},
+    {"series": f'kubetasks_operator_errors_total{{{BUSY}, kind="kubernetes_api"}}', "values": "2x40"},
+    {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
+               'pod="emails-worker-7d9f8c-x2x4z", container="worker"}', "values": "0+1x40"},
+    {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
+               'pod="web-7d9f8c-x2x4z", container="web"}', "values": "0+1x40"},
+    {"series": 'up{job="kt-kubetasks-operator-metrics", namespace="ops"}', "values": "1x10 0x30"},
+]
+EMAILS = {"namespace": "shop", "taskqueue": "emails"}
+ALERTS = [
+    {"eval_time": "20m", "alertname": "KubetasksQueueStuck", "exp_alerts": [{
+        "exp_labels": {"severity": "warning", **EMAILS},
+        "exp_annotations": {
+            "summary": "TaskQueue shop/emails has tasks waiting and started none for 15m",
+            "description": "Its oldest ready task has waited 20m 0s and its workers claimed no task "
+                           "in the last 15m. See `kubectl -n shop describe taskqueue emails` and "
+                           "the worker pods' logs."}}]},
+    {"eval_time": "10m", "alertname": "KubetasksQueueStuck", "exp_alerts": []},
+    {"eval_time": "10m", "alertname": "KubetasksDeadlinesMissed", "exp_alerts": [{
+        "exp_labels": {"severity": "warning", **EMAILS},
+        "exp_annotations": {
+            "summary": "TaskQueue shop/emails has tasks past their deadline",
+            "description": "2 unfinished tasks are past their deadline. The queue may be at "
+                           "maxReplicas, or its workers slower than the deadlines assume."}}]},
+    {"eval_time": "5m", "alertname": "KubetasksDeadlinesAtRisk", "exp_alerts": []},
+    {"eval_time": "15m", "alertname": "KubetasksDeadlinesAtRisk", "exp_alerts": [{
+        "exp_labels": {"severity": "info", **EMAILS},
+        "exp_annotations": {
+            "summary": "TaskQueue shop/emails will miss deadlines at its current size",
+            "description": "3 ready tasks cannot finish by their deadline at the pace of the ready "
+                           "workers, and scaling has not fixed it for 10 minutes. Compare its "
+                           "desired and ready replicas with maxReplicas."}}]},
+    {"eval_time": "20m", "alertname": "KubetasksWorkersCrashLooping", "exp_alerts": [{
+        "exp_labels": {"severity": "warning", "namespace": "shop",
+                       "pod": "emails-worker-7d9f8c-x2x4z"},
+        "exp_annotations": {
+            "summary": "Worker pod shop/emails-worker-7d9f8c-x2x4z is restarting",
+            "description": "Its worker container restarted 15 times in 15 minutes "
+                           "(kube-state-metrics). See `kubectl -n shop logs "
+                           "emails-worker-7d9f8c-x2x4z --previous`."}}]},
+    {"eval_time": "12m", "alertname": "KubetasksOperatorDown", "exp_alerts": []},
+    {"eval_time": "20m", "alertname": "KubetasksOperatorDown", "exp_alerts": [{
+        "exp_labels": {"severity": "critical", "namespace": "ops"},
+        "exp_annotations": {
+            "summary": "The kubetasks operator in ops is down",
+            "description": "No TaskQueue is scaled, and tasks of dead workers are not put "
+                           "back, until it runs again. See `kubectl -n ops get pods "
+                           "-l app.kubernetes.io/component=operator`."}}]},
+    {"eval_time": "10m", "alertname": "KubetasksOperatorErrors", "exp_alerts": []},
+    {"eval_time": "25m", "alertname": "KubetasksOperatorErrors", "exp_alerts": [{
+        "exp_labels": {"severity": "warning", "kind": "database", **EMAILS},
+        "exp_annotations": {
+            "summary": "The kubetasks operator keeps failing on TaskQueue shop/emails (database)",
+            "description": "database errors for 15 minutes on end. See `kubectl -n shop describe "
+                           "taskqueue emails` for the failing condition and its Events."}}]},
+]
 
 
 def test_the_alerts_fire_on_the_series_they_describe(helm: Helm, tmp_path: Path) -> None:
@@ -1049,56 +1133,8 @@ def test_the_alerts_fire_on_the_series_they_describe(helm: Helm, tmp_path: Path)
     rule = only(helm.template("--set", "prometheusRule.enabled=true", release="kt", namespace="ops"),
                 "PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
-    queue = 'namespace="shop", taskqueue="emails"'
-    busy = 'namespace="shop", taskqueue="reports"'
     tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [{
-        "interval": "1m",
-        "input_series": [
-            # emails: a backlog all along and no completions: stuck. reports: busy but finishing.
-            {"series": f"kubetasks_operator_backlog{{{queue}}}", "values": "5x40"},
-            {"series": f"kubetasks_operator_backlog{{{busy}}}", "values": "5x40"},
-            {"series": f'kubetasks_worker_tasks_succeeded_total{{{busy}, queue="reports", task_name="t"}}',
-             "values": "0+1x40"},
-            {"series": f"kubetasks_operator_overdue{{{queue}}}", "values": "0 0 2x38"},
-            {"series": f"kubetasks_operator_overdue{{{busy}}}", "values": "0x40"},
-            {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
-                       'pod="emails-worker-7d9f8c-x2x4z", container="worker"}', "values": "0+1x40"},
-            {"series": 'kube_pod_container_status_restarts_total{namespace="shop", '
-                       'pod="web-7d9f8c-x2x4z", container="web"}', "values": "0+1x40"},
-            {"series": 'up{job="kt-kubetasks-operator-metrics", namespace="ops"}', "values": "1x10 0x30"},
-        ],
-        "alert_rule_test": [
-            {"eval_time": "20m", "alertname": "KubetasksQueueStuck", "exp_alerts": [{
-                "exp_labels": {"severity": "warning", "namespace": "shop", "taskqueue": "emails"},
-                "exp_annotations": {
-                    "summary": "TaskQueue shop/emails has a backlog and finished no task for 15m",
-                    "description": "At least 5 tasks have been ready all of the last 15m, and its workers "
-                                   "finished none. See `kubectl -n shop describe taskqueue emails` and the "
-                                   "worker pods' logs."}}]},
-            {"eval_time": "10m", "alertname": "KubetasksQueueStuck", "exp_alerts": []},
-            {"eval_time": "10m", "alertname": "KubetasksDeadlinesMissed", "exp_alerts": [{
-                "exp_labels": {"severity": "warning", "namespace": "shop", "taskqueue": "emails"},
-                "exp_annotations": {
-                    "summary": "TaskQueue shop/emails has tasks past their deadline",
-                    "description": "2 unfinished tasks are past their deadline. The queue may be at "
-                                   "maxReplicas, or its workers slower than the deadlines assume."}}]},
-            {"eval_time": "20m", "alertname": "KubetasksWorkersCrashLooping", "exp_alerts": [{
-                "exp_labels": {"severity": "warning", "namespace": "shop",
-                               "pod": "emails-worker-7d9f8c-x2x4z"},
-                "exp_annotations": {
-                    "summary": "Worker pod shop/emails-worker-7d9f8c-x2x4z is restarting",
-                    "description": "Its worker container restarted 15 times in 15 minutes "
-                                   "(kube-state-metrics). See `kubectl -n shop logs "
-                                   "emails-worker-7d9f8c-x2x4z --previous`."}}]},
-            {"eval_time": "12m", "alertname": "KubetasksOperatorDown", "exp_alerts": []},
-            {"eval_time": "20m", "alertname": "KubetasksOperatorDown", "exp_alerts": [{
-                "exp_labels": {"severity": "critical", "namespace": "ops"},
-                "exp_annotations": {
-                    "summary": "The kubetasks operator in ops is down",
-                    "description": "No TaskQueue is scaled, and tasks of dead workers are not put "
-                                   "back, until it runs again. See `kubectl -n ops get pods "
-                                   "-l app.kubernetes.io/component=operator`."}}]},
-        ]}]}
+        "interval": "1m", "input_series": SERIES, "alert_rule_test": ALERTS}]}
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
     tested = subprocess.run([promtool(), "test", "rules", "tests.yaml"], cwd=tmp_path,
                             capture_output=True, text=True)
