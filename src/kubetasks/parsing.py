@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TypeVar
@@ -10,17 +11,45 @@ from kubetasks.exceptions import ConfigurationError
 
 T = TypeVar("T")
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_NUMBER = r"\d+(?:\.\d+)?"
+_SECONDS = re.compile(_NUMBER)
+_PARTS = re.compile(f"(?:{_NUMBER}[dhms])+")
+_PART = re.compile(f"({_NUMBER})([dhms])")
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``12h``, ``7d`` or plain seconds; ``ValueError`` names the text."""
-    unit = DURATION_UNITS.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in DURATION_UNITS else text
+    """A duration as people write it: ``90s``, ``15m``, ``1h30m``, ``2d12h``, or plain seconds
+    (``90``, ``0.5``). A leading ``-`` makes it negative, for the caller to refuse by its own
+    bounds with its own option named. ``ValueError`` names the text.
+
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    """
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body.removeprefix("-")
+    if _SECONDS.fullmatch(body):
+        seconds = float(body)
+    elif _PARTS.fullmatch(body):
+        seconds = sum(float(number) * DURATION_UNITS[unit] for number, unit in _PART.findall(body))
+    else:
+        raise ValueError(f"duration {text!r} is invalid: use e.g. 90s, 15m, 1h30m or 2d12h")
     try:
-        return timedelta(seconds=float(number) * unit)
-    except ValueError:
-        raise ValueError(f"duration {text!r} is invalid: use e.g. 90s, 15m, 12h or 7d") from None
+        return timedelta(seconds=sign * seconds)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of ``parse_duration``, to whole seconds: ``1h30m``, ``2d12h``, ``0s``."""
+    seconds = round(abs(value.total_seconds()))
+    parts: list[str] = []
+    for unit, size in DURATION_UNITS.items():
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return ("-" if value < timedelta(0) else "") + ("".join(parts) or "0s")
 
 
 def parse_bool(text: str) -> bool:

@@ -227,6 +227,15 @@ class Store:
         """Cancel a task that has not started; False if it is no longer READY."""
         return bool(self._rows("cancel_task", {"id": _task_id(task_id)}))
 
+    def rerun(self, task_id: int | str, *,
+              connection: psycopg.Connection[Any] | None = None) -> bool:
+        """Run a FAILED or CANCELLED task again, with one more attempt (an operator's retry,
+        e.g. from Django's admin after the cause was fixed); False if it is in another state."""
+        with self.connection(connection) as conn:
+            rows = self._rows("rerun_task", {"id": _task_id(task_id)}, conn)
+            self._notify(conn, {r["queue_name"] for r in rows})
+        return bool(rows)
+
     # -- the worker's side -------------------------------------------------------------
 
     def claim(self, queue_names: Sequence[str], limit: int, worker: WorkerIdentity,
@@ -443,6 +452,14 @@ class Store:
             "rate_period": limits.rate_period, "channel": CHANNEL})
         return _settings(rows[0])
 
+    def running_to_requeue(self, *, pod_uid: str | None = None, stale: timedelta | None = None,
+                           queue_name: str | None = None) -> list[TaskRecord]:
+        """RUNNING tasks of the pod ``pod_uid``, or whose heartbeat is older than ``stale``: what
+        ``kubetasks requeue`` shows, then puts back with ``requeue_claims`` in batches."""
+        rows = self._rows("running_tasks_to_requeue", {
+            "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
+        return [TaskRecord.from_row(row) for row in rows]
+
     # -- statistics and housekeeping ---------------------------------------------------
 
     def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]:
@@ -475,6 +492,13 @@ class Store:
     def durations(self) -> dict[str, float]:
         """Learned mean run time per task name, in seconds."""
         return {r["task_name"]: r["mean_seconds"] for r in self._rows("task_durations", {})}
+
+    def count_prunable(self, *, successful: timedelta, failed: timedelta,
+                       queue_name: str | None = None) -> int:
+        """How many finished tasks ``prune`` with these retentions would delete now."""
+        rows = self._rows("count_prunable", {"successful": successful, "failed": failed,
+                                             "queue_name": queue_name})
+        return int(rows[0]["prunable"])
 
     def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
               batch: int = 5000, max_batches: int | None = None) -> int:

@@ -37,12 +37,13 @@ def test_enqueue_status_tasks_and_cancel(dsn: str, store: Store,
     assert row.split()[:5] == ["emails", "2", "0", "0", "0"]
 
     code, out, _ = run(capsys, dsn, "cancel", task_id)
-    assert (code, out.strip()) == (0, "cancelled")
+    assert (code, out.strip()) == (0, f"cancelled task {task_id}")
     code, out, _ = run(capsys, dsn, "cancel", task_id)
-    assert code == 1 and "is not READY" in out
+    assert (code, out.strip()) == (1, f"task {task_id} is CANCELLED, not READY: nothing to cancel")
 
     code, out, _ = run(capsys, dsn, "tasks", "--state", "CANCELLED")
-    assert [line.split()[:3] for line in out.splitlines()] == [[task_id, "CANCELLED", "emails"]]
+    assert [line.split()[:3] for line in out.splitlines()] == [["ID", "STATE", "QUEUE"],
+                                                               [task_id, "CANCELLED", "emails"]]
 
 
 def test_bad_input_is_refused_with_the_value_named(dsn: str, store: Store,
@@ -66,7 +67,10 @@ def test_requeue_a_dead_pod_and_prune(dsn: str, store: Store,
     claimed = store.claim(["emails"], 1, WorkerIdentity("pod-x", "uid-x", "n"))[0]
 
     code, out, _ = run(capsys, dsn, "requeue", "--pod-uid", "uid-x")
-    assert code == 0 and out.split() == [str(claimed.id), "emails", TASK, "->", "READY"]
+    header, row, total = out.splitlines()
+    assert code == 0 and header.split() == ["ID", "QUEUE", "TASK", "WORKER", "STATE"]
+    assert row.split() == [str(claimed.id), "emails", TASK, "pod-x", "READY"]
+    assert total == "requeued 1 tasks"
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE kubetasks_tasks SET state = 'CANCELLED',"

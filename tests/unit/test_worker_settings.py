@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
+import click
 import pytest
 
 from kubetasks.exceptions import ConfigurationError
 from kubetasks.worker.command import with_queues
 from kubetasks.worker.health import HealthState
-from kubetasks.worker.settings import WorkerSettings, add_arguments
+from kubetasks.worker.settings import WorkerSettings, worker_options
 
 
 def settings(*argv: str, env: dict[str, str] | None = None) -> WorkerSettings:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return WorkerSettings.from_args(parser.parse_args(argv), env or {}, database_url="db")
+    """The settings ``kubetasks worker ARGV`` would run with, parsed by the real options."""
+    given: dict[str, Any] = {}
+
+    @click.command()
+    @worker_options
+    def worker(**options: Any) -> None:
+        given.update(options)
+
+    worker.main(list(argv), standalone_mode=False)
+    return WorkerSettings.from_options(given, env or {}, database_url="db")
 
 
 def test_defaults() -> None:

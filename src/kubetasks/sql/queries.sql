@@ -200,6 +200,16 @@ SELECT claim_id FROM kubetasks_tasks
 WHERE state = 'RUNNING' AND heartbeat_at < now() - %(timeout)s::interval
   AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s);
 
+-- name: running_tasks_to_requeue
+-- What `kubetasks requeue` puts back (or, with --dry-run, would): RUNNING tasks of one pod,
+-- or with a heartbeat older than the timeout; in id order, to be put back in batches.
+SELECT * FROM kubetasks_tasks
+WHERE state = 'RUNNING'
+  AND (%(pod_uid)s::text IS NULL OR worker_pod_uid = %(pod_uid)s)
+  AND (%(timeout)s::interval IS NULL OR heartbeat_at < now() - %(timeout)s::interval)
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+ORDER BY id;
+
 -- name: requeue_lost
 -- The claiming process is gone: put the task back, or fail it once it was lost too often.
 -- %(error)s is the TaskLost error as Python shapes it (TaskError.to_json); each row adds what
@@ -227,6 +237,16 @@ SELECT pg_notify(%(channel)s, q) FROM unnest(%(queue_names)s::text[]) AS q;
 UPDATE kubetasks_tasks SET state = 'CANCELLED', finished_at = now()
 WHERE id = %(id)s AND state = 'READY'
 RETURNING id;
+
+-- name: rerun_task
+-- A FAILED or CANCELLED task run again (the admin's "retry"): due now (its deadline, if that
+-- is earlier, keeps its claim order), one more attempt than it had, its lost count forgiven;
+-- its errors stay as the history of the earlier attempts.
+UPDATE kubetasks_tasks
+SET state = 'READY', run_after = least(now(), expected_at), finished_at = NULL,
+    return_value = NULL, max_attempts = attempts + 1, lost_count = 0
+WHERE id = %(id)s AND state IN ('FAILED', 'CANCELLED')
+RETURNING id, queue_name;
 
 -- name: next_run_after
 -- When a claim could next find work: the earliest run_after, or the next token of a queue's
@@ -352,6 +372,13 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone;
+
+-- name: count_prunable
+-- What prune_finished would delete now: a dry run's answer.
+SELECT count(*) AS prunable FROM kubetasks_tasks
+WHERE ((state = 'SUCCESSFUL' AND finished_at < now() - %(successful)s::interval)
+   OR (state IN ('FAILED', 'CANCELLED') AND finished_at < now() - %(failed)s::interval))
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s);
 
 -- name: lock_migrations
 -- Held until the migration's transaction ends: two migrators serialise, the second finds the

@@ -8,7 +8,6 @@ until SIGTERM or SIGINT. Exits 0 after a clean stop.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import importlib
@@ -16,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from typing import Any
 
 from kubetasks.config import configure
 from kubetasks.exceptions import ConfigurationError
@@ -24,16 +24,17 @@ from kubetasks.store import Store
 from kubetasks.task import registry
 from kubetasks.worker.health import HealthServer, HealthState
 from kubetasks.worker.metrics import WorkerMetrics
-from kubetasks.worker.settings import WorkerSettings, add_arguments
+from kubetasks.worker.settings import WorkerSettings
 from kubetasks.worker.worker import Worker
 
-__all__ = ["add_arguments", "import_task_modules", "run", "serve"]
+__all__ = ["import_task_modules", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-def run(args: argparse.Namespace, *, database_url: str) -> int:
-    settings = WorkerSettings.from_args(args, os.environ, database_url=database_url)
+def run(options: Mapping[str, Any], *, database_url: str) -> int:
+    """Run a worker with the flags of ``WORKER_OPTIONS`` (by parameter name)."""
+    settings = WorkerSettings.from_options(options, os.environ, database_url=database_url)
     settings = with_queues(settings, import_task_modules(settings.imports))
     serve(settings, identity=WorkerIdentity.from_env())
     return 0

@@ -2,19 +2,35 @@
 
 A flag wins over its environment variable, which wins over the default. Every bad value is
 refused with the flag or variable that held it and what would be accepted.
+
+To add a worker flag, e.g. ``--max-tasks``:
+
+1. add a field to ``WorkerSettings`` with its default and a docstring saying why it exists;
+2. add ``click.option("--max-tasks", metavar="N", help="... (env KUBETASKS_WORKER_MAX_TASKS;
+   default ...)")`` to ``WORKER_OPTIONS`` (it arrives as text, or ``None`` when not given);
+3. read it in ``from_options`` with ``pick(args.max_tasks, "KUBETASKS_WORKER_MAX_TASKS",
+   "--max-tasks", parse_..., cls.max_tasks)``: the parser is a plain function here that raises
+   ``ValueError("use ...")``, so the flag and the variable are refused the same way;
+4. test it in ``tests/unit/test_worker_settings.py`` and list it in ``docs/cli.md``.
+
+``kubetasks worker`` (``kubetasks.commands.worker``) takes every option of ``WORKER_OPTIONS``;
+nothing else needs to change.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from types import SimpleNamespace
+from typing import Any, TypeVar, cast
+
+import click
 
 from kubetasks.exceptions import ConfigurationError
 from kubetasks.parsing import parse_bool, parse_names, parse_port
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 LISTEN_POLL_INTERVAL = 5.0
 """With LISTEN, polling is only the safety net (retries scheduled by other workers, a lost
@@ -55,8 +71,12 @@ class WorkerSettings:
         return max(60.0, 3 * self.poll_interval)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str], *,
-                  database_url: str) -> WorkerSettings:
+    def from_options(cls, options: Mapping[str, Any], env: Mapping[str, str], *,
+                     database_url: str) -> WorkerSettings:
+        """The settings from the flags of ``WORKER_OPTIONS`` (as click hands them over, by
+        their parameter names), else their environment variables, else the defaults."""
+        args = SimpleNamespace(**options)
+
         def pick(flag: str | bool | None, variable: str, option: str,
                  parse: Callable[[str], T], default: T) -> T:
             return _pick(flag, env, variable, option, parse=parse, default=default)
@@ -90,37 +110,48 @@ class WorkerSettings:
         )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The worker's flags. Defaults are left to ``from_args`` so the environment can fill in."""
-    add = parser.add_argument
-    add("--import", dest="imports", action="append", default=[], metavar="MODULE",
-        help="module defining tasks; repeat for more (env KUBETASKS_WORKER_IMPORTS, "
-             "comma-separated). Only tasks registered there run")
-    add("--queue", dest="queues", action="append", default=[], metavar="NAME",
-        help="queue to serve; repeat for more (env KUBETASKS_WORKER_QUEUES; "
-             "default: the queues of the imported tasks)")
-    add("--concurrency", metavar="N",
-        help="tasks run at once, 1 to 1000 (env KUBETASKS_WORKER_CONCURRENCY; default 8)")
-    add("--listen", action=argparse.BooleanOptionalAction, default=None,
-        help="wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
-             "(env KUBETASKS_WORKER_LISTEN=true|false; default true)")
-    add("--poll-interval", metavar="SECONDS",
-        help="longest sleep between claims when idle (env KUBETASKS_WORKER_POLL_INTERVAL; "
-             f"default {LISTEN_POLL_INTERVAL:g} with LISTEN, {NO_LISTEN_POLL_INTERVAL:g} without)")
-    add("--heartbeat-interval", metavar="SECONDS",
-        help="how often running tasks' heartbeats are refreshed "
-             "(env KUBETASKS_WORKER_HEARTBEAT_INTERVAL; default 10)")
-    add("--grace-period", metavar="SECONDS",
-        help="on SIGTERM, how long running tasks may finish before they are put back "
-             "(env KUBETASKS_WORKER_GRACE_PERIOD; default 25, under Kubernetes' 30)")
-    add("--max-lost", metavar="N",
-        help="a task lost more often than this ends FAILED when put back at start "
-             "(env KUBETASKS_WORKER_MAX_LOST; default 3)")
-    add("--health-host", metavar="HOST",
-        help="address of /healthz, /readyz, /metrics (env KUBETASKS_HEALTH_HOST; default 0.0.0.0)")
-    add("--health-port", metavar="PORT",
-        help="port of /healthz, /readyz, /metrics; 0 picks a free one "
-             "(env KUBETASKS_HEALTH_PORT; default 8000)")
+WORKER_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = (
+    click.option("--import", "imports", multiple=True, metavar="MODULE",
+                 help="Module defining tasks; repeat for more (env KUBETASKS_WORKER_IMPORTS, "
+                      "comma-separated). Only tasks registered there run."),
+    click.option("--queue", "queues", multiple=True, metavar="NAME",
+                 help="Queue to serve; repeat for more (env KUBETASKS_WORKER_QUEUES; "
+                      "default: the queues of the imported tasks)."),
+    click.option("--concurrency", metavar="N",
+                 help="Tasks run at once, 1 to 1000 (env KUBETASKS_WORKER_CONCURRENCY; default 8)."),
+    click.option("--listen/--no-listen", default=None,
+                 help="Wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
+                      "(env KUBETASKS_WORKER_LISTEN=true|false; default true)."),
+    click.option("--poll-interval", metavar="SECONDS",
+                 help="Longest sleep between claims when idle (env KUBETASKS_WORKER_POLL_INTERVAL; "
+                      f"default {LISTEN_POLL_INTERVAL:g} with LISTEN, {NO_LISTEN_POLL_INTERVAL:g} "
+                      "without)."),
+    click.option("--heartbeat-interval", metavar="SECONDS",
+                 help="How often running tasks' heartbeats are refreshed "
+                      "(env KUBETASKS_WORKER_HEARTBEAT_INTERVAL; default 10)."),
+    click.option("--grace-period", metavar="SECONDS",
+                 help="On SIGTERM, how long running tasks may finish before they are put back "
+                      "(env KUBETASKS_WORKER_GRACE_PERIOD; default 25, under Kubernetes' 30)."),
+    click.option("--max-lost", metavar="N",
+                 help="A task lost more often than this ends FAILED when put back at start "
+                      "(env KUBETASKS_WORKER_MAX_LOST; default 3)."),
+    click.option("--health-host", metavar="HOST",
+                 help="Address of /healthz, /readyz, /metrics "
+                      "(env KUBETASKS_HEALTH_HOST; default 0.0.0.0)."),
+    click.option("--health-port", metavar="PORT",
+                 help="Port of /healthz, /readyz, /metrics; 0 picks a free one "
+                      "(env KUBETASKS_HEALTH_PORT; default 8000)."),
+)
+"""The flags of ``kubetasks worker``, in ``--help`` order. Each is read as text (``None`` when
+not given) so that ``from_options`` parses a flag and its environment variable the same way and
+names whichever held a bad value."""
+
+
+def worker_options(command: F) -> F:
+    """Decorate a click command with every flag of ``WORKER_OPTIONS``."""
+    for option in reversed(WORKER_OPTIONS):
+        command = cast(F, option(command))
+    return command
 
 
 def _pick(flag: str | bool | None, env: Mapping[str, str], variable: str, option: str, *,
