@@ -30,6 +30,12 @@ deadlines, the spec and the time, and applies the ``ScaleDecision``; tests drive
   below the busy pods, since removing one puts its tasks back to run again.
 * To zero only after the queue has been idle for ``scale_to_zero_delay``; until then one pod
   stays, so a trickle of tasks does not pay a pod start-up each time.
+* Queue limits (held by the database, observed with the queue): no more pods than the cap on
+  RUNNING tasks can keep busy, ``ceil(max_running / concurrency)``, nor than the rate of starts
+  can (``starts_per_second`` times the mean run time of the ready and running tasks, in slots);
+  ``min_replicas`` still holds.
+* A paused queue claims nothing: it never scales up, and keeps only its busy pods (at once,
+  without the delays: no task can come to an idle pod until the queue is resumed).
 
 The caller keeps the recommendations with ``remember`` (persist them, e.g. in the status, to
 keep the stabilization across operator restarts).
@@ -110,8 +116,17 @@ class Observation:
     idle_since: datetime | None
     recent: Recommendations = ()
     backlog_work_seconds: float = 0.0
+    paused: bool = False
+    max_running: int | None = None
+    starts_per_second: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_running is not None:
+            _require_at_least("Observation.max_running", self.max_running, 1)
+        if self.starts_per_second is not None and not (
+                math.isfinite(self.starts_per_second) and self.starts_per_second > 0):
+            raise ValueError(f"Observation.starts_per_second {self.starts_per_second!r} is "
+                             "invalid: use a finite rate > 0")
         for name in ("ready", "running", "current_replicas", "busy_pods"):
             _require_at_least(f"Observation.{name}", getattr(self, name), 0)
         if not (math.isfinite(self.backlog_work_seconds) and self.backlog_work_seconds >= 0):
@@ -145,9 +160,14 @@ def desired_replicas(observation: Observation, spec: ScalingSpec, now: datetime)
     'backlog: 120 ready + 8 running at 4 per pod -> 32; scaling up from 2 to 32'
     """
     _require_aware("now", now)
+    if observation.paused:
+        return _paused(observation)
     terms = [_backlog_term(observation, spec),
              *(_deadline_term(deadline, spec, now) for deadline in observation.deadlines)]
     raw, why = max(terms, key=lambda term: term[0])  # the first of equals: backlog, then claim order
+    limit = _limit(observation, spec)
+    if limit is not None and limit[0] < raw:
+        raw, why = limit[0], f"{why}, limited by {limit[1]}"
     wanted = min(max(raw, spec.min_replicas), spec.max_replicas)
     if wanted > raw:
         why += f", raised to min {wanted}"
@@ -244,6 +264,32 @@ def _scale_down(observation: Observation, spec: ScalingSpec, now: datetime,
     if target == 0 and idle_for is not None:
         return 0, f"scaling down from {current} to 0: idle for {_seconds(idle_for)}"
     return target, f"scaling down from {current} to {target}"
+
+
+def _paused(observation: Observation) -> ScaleDecision:
+    current, busy = observation.current_replicas, observation.busy_pods
+    keep = min(current, busy)
+    pods = "1 busy pod" if keep == 1 else f"{keep} busy pods"
+    action = f"scaling down from {current} to {keep}" if keep < current else f"holding {current}"
+    return ScaleDecision(replicas=keep, wanted=0,
+                         reason=f"paused: no new claims; {action} (keeping {pods})")
+
+
+def _limit(observation: Observation, spec: ScalingSpec) -> tuple[int, str] | None:
+    """The most pods the queue's limits keep busy, and why; None without limits."""
+    limits = []
+    if observation.max_running is not None:
+        pods = _ceil_div(observation.max_running, spec.concurrency)
+        limits.append((pods, f"maxRunning {observation.max_running} at {spec.concurrency} "
+                             f"per pod -> {pods}"))
+    tasks = observation.ready + observation.running
+    if observation.starts_per_second is not None and tasks:
+        mean = observation.backlog_work_seconds / tasks
+        slots = observation.starts_per_second * mean  # Little's law: starts/s x seconds each
+        pods = max(1, math.ceil(slots / spec.concurrency))
+        limits.append((pods, f"rate {observation.starts_per_second:g}/s x {_seconds(mean)} per "
+                             f"task -> {slots:.1f} busy slots at {spec.concurrency} per pod -> {pods}"))
+    return min(limits) if limits else None
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:

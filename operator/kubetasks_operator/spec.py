@@ -80,6 +80,16 @@ class Retention(Model):
     failed: str = Field(default="30d", pattern=r"^[0-9]+(s|m|h|d)$")
 
 
+class Rate(Model):
+    starts: int = Field(ge=1, le=1_000_000)
+    period: str = Field(pattern=r"^0*[1-9][0-9]*(s|m|h|d)$")
+
+
+class Limits(Model):
+    max_running: int | None = Field(default=None, ge=1, le=1_000_000, alias="maxRunning")
+    rate: Rate | None = None
+
+
 class TaskQueueSpec(Model):
     queue_name: str | None = Field(default=None, alias="queueName",
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -88,6 +98,8 @@ class TaskQueueSpec(Model):
     scaling: Scaling = Field(default_factory=Scaling)
     lost_tasks: LostTasks = Field(default_factory=LostTasks, alias="lostTasks")
     retention: Retention = Field(default_factory=Retention)
+    paused: bool = False
+    limits: Limits = Field(default_factory=Limits)
 
 
 class InvalidSpec(ValueError):

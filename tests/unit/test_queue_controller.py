@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask
+from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask
 from kubetasks.result import TaskResultStatus
 from kubetasks_operator.controller import DeploymentMissing, QueueController
 from kubetasks_operator.objects import DELETION_COST
@@ -31,6 +31,22 @@ class FakeStore:
     oldest_ready: float = 0.0
     absent_pod_tasks: list[RequeuedTask] = field(default_factory=list)
     pruned: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, QueueSettings] = field(default_factory=dict)
+
+    def queue_settings(self, queue_names: Any) -> list[QueueSettings]:
+        return [self.settings.get(name) or QueueSettings(name) for name in queue_names]
+
+    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings:
+        old = self.settings.get(queue_name) or QueueSettings(queue_name)
+        self.settings[queue_name] = QueueSettings(queue_name, paused, old.max_running,
+                                                  old.rate_limit, old.rate_period)
+        return self.settings[queue_name]
+
+    def set_limits(self, limits: QueueSettings) -> QueueSettings:
+        old = self.settings.get(limits.queue_name) or QueueSettings(limits.queue_name)
+        self.settings[limits.queue_name] = QueueSettings(
+            limits.queue_name, old.paused, limits.max_running, limits.rate_limit, limits.rate_period)
+        return self.settings[limits.queue_name]
 
     def set_queue(self, ready: int = 0, running: int = 0) -> None:
         self.stats["emails"] = QueueStats("emails", ready, 0, running, 0, None)
