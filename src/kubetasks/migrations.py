@@ -40,6 +40,9 @@ def available() -> list[Migration]:
     return found
 
 
-def migrate(conninfo: str = "", *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
-    """Apply the migrations not yet applied; returns their versions."""
-    return apply_migrations(available(), conninfo=conninfo, connection=connection)
+def migrate(conninfo: str = "", *, connection: psycopg.Connection[Any] | None = None,
+            upto: int | None = None) -> list[int]:
+    """Apply the migrations not yet applied (those numbered up to ``upto``, if given: a Django
+    migration applies the SQL migrations it knows of); returns their versions."""
+    changes = [m for m in available() if upto is None or m.version <= upto]
+    return apply_migrations(changes, conninfo=conninfo, connection=connection)

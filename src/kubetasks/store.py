@@ -223,9 +223,10 @@ class Store:
         rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
         return [TaskRecord.from_row(row) for row in rows]
 
-    def cancel(self, task_id: int | str) -> bool:
+    def cancel(self, task_id: int | str, *,
+               connection: psycopg.Connection[Any] | None = None) -> bool:
         """Cancel a task that has not started; False if it is no longer READY."""
-        return bool(self._rows("cancel_task", {"id": _task_id(task_id)}))
+        return bool(self._rows("cancel_task", {"id": _task_id(task_id)}, connection))
 
     def rerun(self, task_id: int | str, *,
               connection: psycopg.Connection[Any] | None = None) -> bool:

@@ -127,5 +127,12 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         wrapper.ensure_connection()
         return wrapper.connection
 
+    def check(self, **kwargs: Any) -> list[Any]:
+        """``manage.py check``: a database that would make enqueue non-transactional or
+        unreachable is reported with what to set (see ``checks``)."""
+        from kubetasks.contrib.django.checks import backend_messages
+
+        return [*super().check(**kwargs), *backend_messages(self.alias, self.options)]
+
     def close(self) -> None:
         """The connection pool is shared by every thread's backend: it stays open."""
