@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from kubetasks.exceptions import InvalidTaskError
 from kubetasks.logs import redact
 from kubetasks.parsing import parse_duration
-from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask
+from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask
+from kubetasks.schedules import DueSchedule, Schedule, fire_due
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
 from kubetasks_operator.scaling import (
@@ -52,9 +54,11 @@ class QueueStore(Protocol):
                       queue_name: str | None = None) -> list[RequeuedTask]: ...
     def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
               max_batches: int | None = None) -> int: ...
-    def queue_settings(self, queue_names: Sequence[str]) -> list[QueueSettings]: ...
-    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings: ...
-    def set_limits(self, limits: QueueSettings) -> QueueSettings: ...
+    def register_schedules(self, schedules: Sequence[Schedule], *, now: datetime,
+                           replace_source: str | None = None) -> list[str]: ...
+    def due_schedules(self, queue_names: Sequence[str] | None) -> list[DueSchedule]: ...
+    def fire_schedule(self, name: str, *, expected_tick: datetime, tick: datetime | None,
+                      next_tick: datetime) -> tuple[bool, int | None]: ...
 
 
 class KubeApi(Protocol):
@@ -100,12 +104,15 @@ def merge_conditions(old: list[dict[str, str]], new: list[dict[str, str]]) -> li
     return merged
 
 
-def declared_settings(spec: TaskQueueSpec, queue_name: str) -> QueueSettings:
-    """``spec.paused`` and ``spec.limits`` as the queue's settings row."""
-    rate = spec.limits.rate
-    return QueueSettings(queue_name, paused=spec.paused, max_running=spec.limits.max_running,
-                         rate_limit=rate.starts if rate else None,
-                         rate_period=parse_duration(rate.period) if rate else None)
+def declared_schedules(spec: TaskQueueSpec, *, queue_name: str, source: str) -> tuple[Schedule, ...]:
+    """The TaskQueue's ``spec.schedules`` as schedules of its queue. Raises ``InvalidTaskError``
+    naming what the API server's schema cannot check: the cron expression, the time zone."""
+    return tuple(
+        Schedule(name=s.name, task_name=s.task, queue_name=queue_name, cron=s.cron,
+                 every=parse_duration(s.every) if s.every else None, timezone=s.time_zone,
+                 args=list(s.args), kwargs=s.kwargs, priority=s.priority,
+                 max_attempts=s.max_attempts, missed=s.missed, source=source)
+        for s in spec.schedules)
 
 
 class DeploymentMissing(LookupError):
@@ -147,8 +154,8 @@ class QueueController:
     conditions: list[dict[str, str]] = field(default_factory=list)
     last_status: dict[str, Any] = field(default_factory=dict)
     last_written: datetime | None = None
-    applied_settings: QueueSettings | None = None
-    """The pause and limits last written from the spec; None: not yet."""
+    registered: tuple[Schedule, ...] | None = None
+    """The schedules last registered from the spec; None: not yet."""
 
     @property
     def deployment(self) -> str:
@@ -177,29 +184,11 @@ class QueueController:
             self.report_failure("WorkerPods", "FailedCreate", f"worker pods cannot be created: {failure}")
         else:
             self.set_condition("WorkerPods", True, "Created", "no pod creation failed")
-        settings = self.queue_settings()
         observation = Observation(
             ready=stats.ready, running=stats.running, deadlines=deadlines,
             current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
-            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name),
-            paused=settings.paused, max_running=settings.max_running,
-            starts_per_second=settings.starts_per_second)
+            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name))
         return stats, observation, running_by_uid
-
-    def queue_settings(self) -> QueueSettings:
-        """Write ``spec.paused`` and ``spec.limits`` to the database when they changed since
-        this controller last wrote them (so a ``kubetasks pause`` lasts until the spec changes
-        or the operator restarts), then read what the database holds, which every worker
-        obeys and the status shows."""
-        declared = declared_settings(self.spec, self.queue_name)
-        if declared != self.applied_settings:
-            self.store.set_limits(declared)
-            self.store.set_paused(self.queue_name, declared.paused)
-            self.applied_settings = declared
-        settings = self.store.queue_settings([self.queue_name])[0]
-        self.fields.update(paused=settings.paused, maxRunning=settings.max_running,
-                           rate=settings.rate_text)
-        return settings
 
     def step(self, now: datetime, live_pods: Mapping[str, str]) -> ScaleDecision:
         """One observation, decision and application. Raises on database/API errors."""
@@ -230,6 +219,30 @@ class QueueController:
             self.namespace, self.name, stats, self.ready_replicas, decision,
             oldest_ready_seconds=oldest,
             at_risk=queue_metrics.deadlines_at_risk(observation.deadlines, now, slots))
+
+    @property
+    def schedule_source(self) -> str:
+        return f"TaskQueue {self.namespace}/{self.name}"
+
+    def run_schedules(self, now: datetime) -> list[int]:
+        """Register ``spec.schedules`` when they changed (replacing this TaskQueue's earlier
+        ones), then fire the due schedules of the queue, from the spec or from code: they fire
+        while the queue is scaled to zero, and the task they enqueue scales it up like any
+        other. Returns the ids of the tasks enqueued."""
+        try:
+            declared = declared_schedules(self.spec, queue_name=self.queue_name,
+                                          source=self.schedule_source)
+        except (InvalidTaskError, ValueError) as error:
+            # What was registered before goes on firing until the spec is mended.
+            self.report_failure("Schedules", "InvalidSchedule", str(error))
+        else:
+            if declared != self.registered:
+                self.store.register_schedules(declared, now=now, replace_source=self.schedule_source)
+                self.registered = declared
+                if declared or self.condition_reason("Schedules"):
+                    self.set_condition("Schedules", True, "Registered",
+                                       f"{len(declared)} schedule(s) registered")
+        return fire_due(self.store, [self.queue_name])
 
     def mark_deletion_costs(self, live_pods: Mapping[str, str], running_by_uid: dict[str, int]) -> None:
         for pod, cost in deletion_costs(dict(live_pods), running_by_uid).items():

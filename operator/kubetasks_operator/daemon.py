@@ -51,6 +51,8 @@ async def run_queue_loop(runtime: Runtime, key: Key, body: kopf.Body, stopped: k
         wakeup.follow(None)
         if stopped:
             runtime.controllers.pop(key, None)
+        if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            await _forget_schedules(controller)
 
 
 def apply_worker_deployment(controller: QueueController, body: kopf.Body) -> None:
@@ -103,6 +105,17 @@ async def _follow_secret(runtime: Runtime, controller: QueueController,
     return changed
 
 
+async def _forget_schedules(controller: QueueController) -> None:
+    """The TaskQueue was deleted: its ``spec.schedules`` stop firing (a database that cannot be
+    reached now keeps them, to be deleted with ``kubetasks schedules --delete``)."""
+    try:
+        await asyncio.to_thread(controller.store.register_schedules, [], now=utcnow(),
+                                replace_source=controller.schedule_source)
+    except DatabaseError as error:
+        log.warning("could not delete the schedules of a deleted TaskQueue: %s", redact(str(error)),
+                    extra={"taskqueue": controller.name})
+
+
 async def _pause(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
     """Until a NOTIFY wakes the loop, the daemon is stopped, or ``seconds`` have passed."""
     waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(seconds))}
@@ -145,6 +158,8 @@ class QueueLoop:
                        pods: dict[str, str]) -> None:
         try:
             try:
+                # Before the step, so that the step sees (and scales up for) what they enqueued.
+                await asyncio.to_thread(controller.run_schedules, utcnow())
                 await asyncio.to_thread(controller.step, utcnow(), pods)
             except DeploymentMissing as error:
                 # Made again (or refused, with the cause) before the next step.

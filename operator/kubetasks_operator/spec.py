@@ -4,7 +4,7 @@ mirrors its defaults so that a spec read before defaulting means the same thing)
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -90,6 +90,28 @@ class Limits(Model):
     rate: Rate | None = None
 
 
+class ScheduleSpec(Model):
+    """One entry of ``spec.schedules``: a task enqueued on a cron expression or an interval."""
+
+    name: str = Field(min_length=1, max_length=200)
+    task: str = Field(min_length=1, max_length=500)
+    cron: str | None = Field(default=None, min_length=1, max_length=200)
+    every: str | None = Field(default=None, pattern=r"^[0-9]+(s|m|h|d)$")
+    time_zone: str = Field(default="UTC", min_length=1, alias="timeZone")
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-100, le=100)
+    max_attempts: int = Field(default=1, ge=1, le=1000, alias="maxAttempts")
+    missed: Literal["skip", "run_once"] = "skip"
+
+    @model_validator(mode="after")
+    def cron_or_every(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(f"schedule {self.name!r} needs either cron or every, not both and "
+                             "not neither")
+        return self
+
+
 class TaskQueueSpec(Model):
     queue_name: str | None = Field(default=None, alias="queueName",
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -98,6 +120,7 @@ class TaskQueueSpec(Model):
     scaling: Scaling = Field(default_factory=Scaling)
     lost_tasks: LostTasks = Field(default_factory=LostTasks, alias="lostTasks")
     retention: Retention = Field(default_factory=Retention)
+    schedules: tuple[ScheduleSpec, ...] = ()
     paused: bool = False
     limits: Limits = Field(default_factory=Limits)
 
