@@ -200,6 +200,24 @@ def test_deadline_work_accumulates_estimates_in_claim_order(store: Store) -> Non
         (10.0, 20.0, 2), (2.0, 22.0, 3)]
 
 
+def test_a_task_name_that_never_finished_is_estimated_from_its_running_age(store: Store) -> None:
+    # Three "rebuild" tasks, none ever finished: one runs since 100 s ago, two wait.
+    store.enqueue([request(name="rebuild", expected_at=NOW + timedelta(hours=1)) for _ in range(3)])
+    (claim,) = store.claim(["q"], 1, worker())
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '100 seconds' "
+                     "WHERE state = 'RUNNING'")
+
+    # Twice the age: 200 s each, not the 1 s default that would call it 3 s of work.
+    assert store.backlog_work("q") == pytest.approx(600.0, rel=0.01)
+    assert [w.work_seconds for w in store.deadline_work("q")] == [
+        pytest.approx(200.0, rel=0.01), pytest.approx(400.0, rel=0.01)]
+
+    # Once one finishes, its learned duration is the estimate.
+    store.complete([Outcome(claim.claim_id, "null", 30.0)])
+    assert store.backlog_work("q") == pytest.approx(60.0)
+
+
 def test_complete_learns_mean_durations(store: Store) -> None:
     store.enqueue([request(name="job") for _ in range(4)])
     claims = store.claim(["q"], 4, worker())
