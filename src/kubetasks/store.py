@@ -51,6 +51,13 @@ could be read: the key is then free, and the next try writes the task."""
 
 MIGRATION_LOCK = 0x6B756265_7461736B & 0x7FFFFFFFFFFFFFFF  # "kubetask", as a bigint
 
+RUNNING_AGE_FACTOR = 2.0
+"""The scaler's estimate for a task name that never finished: this many times the age of its
+oldest running attempt (when more than the default). The age is a lower bound on the duration,
+and twice the time already spent is the usual guess for a duration known only to exceed it;
+without it, a first burst of long tasks looks like seconds of work until one finishes
+(``bench/scaling_simulation.py`` shows both)."""
+
 DatabaseError = psycopg.Error
 """Anything PostgreSQL or the driver refused; callers catch it without importing the driver."""
 
@@ -475,14 +482,17 @@ class Store:
     def deadline_work(self, queue_name: str, *, horizon: timedelta = timedelta(0),
                       default_seconds: float = 1.0, scan_limit: int = 10_000,
                       limit: int = 1000) -> list[DeadlineWork]:
+        """The READY tasks with a deadline, in claim order, with the estimated work up to each
+        (see ``RUNNING_AGE_FACTOR`` for a task name that never finished)."""
         rows = self._rows("deadline_work", {
             "queue_name": queue_name, "horizon": horizon, "default_seconds": default_seconds,
-            "scan_limit": scan_limit, "limit": limit})
+            "age_factor": RUNNING_AGE_FACTOR, "scan_limit": scan_limit, "limit": limit})
         return [DeadlineWork(**row) for row in rows]
 
     def backlog_work(self, queue_name: str, *, default_seconds: float = 1.0) -> float:
         """Estimated seconds of work of the queue's due and running tasks."""
-        rows = self._rows("backlog_work", {"queue_name": queue_name, "default_seconds": default_seconds})
+        rows = self._rows("backlog_work", {"queue_name": queue_name, "default_seconds": default_seconds,
+                                           "age_factor": RUNNING_AGE_FACTOR})
         return float(rows[0]["work_seconds"])
 
     def oldest_ready_seconds(self, queue_name: str) -> float:

@@ -329,20 +329,29 @@ WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after <= now();
 -- name: deadline_work
 -- For each READY task with a deadline, in claim order: the estimated work (seconds) of it
 -- and of every task claimed before it, and how many tasks that is. Tasks due within the
--- horizon count as ready.
+-- horizon count as ready. A task name that never finished is estimated at the default, raised to
+-- `age_factor` times the age of its oldest running attempt (a lower bound on its duration).
 WITH ready AS (
     SELECT priority, expected_at, run_after, id, task_name FROM kubetasks_tasks
     WHERE state = 'READY' AND queue_name = %(queue_name)s
       AND run_after <= now() + %(horizon)s::interval
     ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
     LIMIT %(scan_limit)s
-), ordered AS (
-    SELECT r.expected_at,
-           coalesce(d.mean_seconds, %(default_seconds)s) AS estimate_seconds,
-           sum(coalesce(d.mean_seconds, %(default_seconds)s)) OVER claim_order AS work_seconds,
-           row_number() OVER claim_order AS position
+), running_age AS (
+    SELECT task_name, %(age_factor)s * extract(epoch FROM now() - min(last_attempted_at)) AS seconds
+    FROM kubetasks_tasks WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
+    GROUP BY task_name
+), estimated AS (
+    SELECT r.*, coalesce(d.mean_seconds, greatest(%(default_seconds)s::float8, a.seconds))
+               AS estimate_seconds
     FROM ready AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
-    WINDOW claim_order AS (ORDER BY r.priority DESC, r.expected_at ASC NULLS LAST, r.run_after, r.id)
+    LEFT JOIN running_age AS a USING (task_name)
+), ordered AS (
+    SELECT expected_at, estimate_seconds,
+           sum(estimate_seconds) OVER claim_order AS work_seconds,
+           row_number() OVER claim_order AS position
+    FROM estimated
+    WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
 )
 SELECT expected_at, estimate_seconds, work_seconds, position FROM ordered
 WHERE expected_at IS NOT NULL
@@ -350,9 +359,17 @@ ORDER BY work_seconds
 LIMIT %(limit)s;
 
 -- name: backlog_work
--- Estimated seconds of work of the tasks due now and running (their learned mean durations).
-SELECT coalesce(sum(coalesce(d.mean_seconds, %(default_seconds)s)), 0) AS work_seconds
+-- Estimated seconds of work of the tasks due now and running: their learned mean durations, or
+-- for a task name that never finished, as in deadline_work.
+WITH running_age AS (
+    SELECT task_name, %(age_factor)s * extract(epoch FROM now() - min(last_attempted_at)) AS seconds
+    FROM kubetasks_tasks WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
+    GROUP BY task_name
+)
+SELECT coalesce(sum(coalesce(d.mean_seconds, greatest(%(default_seconds)s::float8, a.seconds))), 0)
+       AS work_seconds
 FROM kubetasks_tasks AS t LEFT JOIN kubetasks_durations AS d USING (task_name)
+LEFT JOIN running_age AS a USING (task_name)
 WHERE t.queue_name = %(queue_name)s
   AND (t.state = 'RUNNING' OR (t.state = 'READY' AND t.run_after <= now()));
 
