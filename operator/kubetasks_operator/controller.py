@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from kubetasks.exceptions import InvalidTaskError
 from kubetasks.logs import redact
 from kubetasks.parsing import parse_duration
-from kubetasks.records import DeadlineWork, QueueStats, RequeuedTask
+from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask
 from kubetasks.schedules import DueSchedule, Schedule, fire_due
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
@@ -54,6 +54,9 @@ class QueueStore(Protocol):
                       queue_name: str | None = None) -> list[RequeuedTask]: ...
     def prune(self, *, successful: timedelta, failed: timedelta, queue_name: str | None = None,
               max_batches: int | None = None) -> int: ...
+    def queue_settings(self, queue_names: Sequence[str]) -> list[QueueSettings]: ...
+    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings: ...
+    def set_limits(self, limits: QueueSettings) -> QueueSettings: ...
     def register_schedules(self, schedules: Sequence[Schedule], *, now: datetime,
                            replace_source: str | None = None) -> list[str]: ...
     def due_schedules(self, queue_names: Sequence[str] | None) -> list[DueSchedule]: ...
@@ -115,6 +118,14 @@ def declared_schedules(spec: TaskQueueSpec, *, queue_name: str, source: str) -> 
         for s in spec.schedules)
 
 
+def declared_settings(spec: TaskQueueSpec, queue_name: str) -> QueueSettings:
+    """``spec.paused`` and ``spec.limits`` as the queue's settings row."""
+    rate = spec.limits.rate
+    return QueueSettings(queue_name, paused=spec.paused, max_running=spec.limits.max_running,
+                         rate_limit=rate.starts if rate else None,
+                         rate_period=parse_duration(rate.period) if rate else None)
+
+
 class DeploymentMissing(LookupError):
     """The worker Deployment is gone (deleted by hand): the operator makes it again."""
 
@@ -154,6 +165,8 @@ class QueueController:
     conditions: list[dict[str, str]] = field(default_factory=list)
     last_status: dict[str, Any] = field(default_factory=dict)
     last_written: datetime | None = None
+    applied_settings: QueueSettings | None = None
+    """The pause and limits last written from the spec; None: not yet."""
     registered: tuple[Schedule, ...] | None = None
     """The schedules last registered from the spec; None: not yet."""
 
@@ -184,11 +197,29 @@ class QueueController:
             self.report_failure("WorkerPods", "FailedCreate", f"worker pods cannot be created: {failure}")
         else:
             self.set_condition("WorkerPods", True, "Created", "no pod creation failed")
+        settings = self.queue_settings()
         observation = Observation(
             ready=stats.ready, running=stats.running, deadlines=deadlines,
             current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
-            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name))
+            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name),
+            paused=settings.paused, max_running=settings.max_running,
+            starts_per_second=settings.starts_per_second)
         return stats, observation, running_by_uid
+
+    def queue_settings(self) -> QueueSettings:
+        """Write ``spec.paused`` and ``spec.limits`` to the database when they changed since
+        this controller last wrote them (so a ``kubetasks pause`` lasts until the spec changes
+        or the operator restarts), then read what the database holds, which every worker
+        obeys and the status shows."""
+        declared = declared_settings(self.spec, self.queue_name)
+        if declared != self.applied_settings:
+            self.store.set_limits(declared)
+            self.store.set_paused(self.queue_name, declared.paused)
+            self.applied_settings = declared
+        settings = self.store.queue_settings([self.queue_name])[0]
+        self.fields.update(paused=settings.paused, maxRunning=settings.max_running,
+                           rate=settings.rate_text)
+        return settings
 
     def step(self, now: datetime, live_pods: Mapping[str, str]) -> ScaleDecision:
         """One observation, decision and application. Raises on database/API errors."""
