@@ -47,8 +47,11 @@ def run(settings: OperatorSettings) -> int:
     # A database that does not answer is reported within seconds, with libpq's reason.
     os.environ.setdefault("PGCONNECT_TIMEOUT", "5")
     start_http_server(settings.metrics_port)
+    # With a peering object the replicas elect a leader (kubetasks_operator.peering); the
+    # others stay paused until it is gone.
     kopf.run(
-        standalone=True,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz",

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
 
 from kubetasks.logs import redact
-from kubetasks_operator import queue_metrics
+from kubetasks_operator import peering, queue_metrics
 from kubetasks_operator.controller import condition, utcnow
 from kubetasks_operator.daemon import apply_worker_deployment, run_queue_loop
 from kubetasks_operator.kube import ApiException, Kube, SecretMissing, load_config
@@ -46,7 +47,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     await asyncio.to_thread(load_config)
     # kubetasks-operator read the settings before starting kopf; `kopf run` reads them here.
     operator_settings = memo.get("settings") or OperatorSettings.from_env()
-    memo[RUNTIME_KEY] = Runtime(kube=Kube(), listen=operator_settings.listen)
+    settings.peering.priority = peering.priority(time.time_ns())  # the older replica leads
+    settings.peering.lifetime = operator_settings.peering_lifetime
+    memo[RUNTIME_KEY] = runtime = Runtime(kube=Kube(), listen=operator_settings.listen)
+    if operator_settings.peering:
+        await asyncio.to_thread(runtime.kube.ensure_peering, operator_settings.peering,
+                                operator_settings.namespaces)
+        log.info("electing a leader", extra={"peering": operator_settings.peering,
+                                             "priority": settings.peering.priority})
 
 
 @kopf.on.cleanup()

@@ -138,6 +138,32 @@ class Kube:
             if error.status != 404:  # deleted meanwhile
                 raise
 
+    def ensure_peering(self, name: str, namespaces: tuple[str, ...]) -> None:
+        """The kopf peering object ``name`` the replicas elect their leader in: a KopfPeering in
+        each of ``namespaces``, or one ClusterKopfPeering when they are empty (every namespace).
+        kopf keeps a replica paused until the object exists; an existing one is kept."""
+        body = {"apiVersion": f"{PEERING_GROUP}/v1", "metadata": {"name": name}}
+        try:
+            if not namespaces:
+                self.custom.create_cluster_custom_object(
+                    PEERING_GROUP, "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"})
+            for namespace in namespaces:
+                self._create_ignoring_conflict(namespace, {**body, "kind": "KopfPeering"})
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def _create_ignoring_conflict(self, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(PEERING_GROUP, "v1", namespace,
+                                                        "kopfpeerings", body)
+        except ApiException as error:
+            if error.status != 409:  # made by the other replica, or at a previous start
+                raise
+
+
+PEERING_GROUP = "kopf.dev"
+
 
 def _api_message(error: ApiException) -> str:
     """The API server's own words (a Status object's message), else the response body."""

@@ -248,8 +248,10 @@ def test_the_charts_crds_are_the_top_level_crds(helm: Helm) -> None:
     for name in top_level:
         assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
             f"charts/kubetasks/crds/{name} differs from crds/{name}: cp crds/{name} charts/kubetasks/crds/")
-    shown = yaml.safe_load(helm.run("show", "crds", str(CHART)).stdout)
-    assert shown == yaml.safe_load((REPO / "crds" / "taskqueue.yaml").read_text())
+    shown = [d for d in yaml.safe_load_all(helm.run("show", "crds", str(CHART)).stdout) if d]
+    assert sorted(shown, key=lambda d: d["metadata"]["name"]) == sorted(
+        (d for name in top_level for d in yaml.safe_load_all((REPO / "crds" / name).read_text()) if d),
+        key=lambda d: d["metadata"]["name"])
     assert "CustomResourceDefinition" not in kinds(helm.template())
     assert "CustomResourceDefinition" in kinds(helm.template("--include-crds"))
 
@@ -866,6 +868,35 @@ def test_the_pod_disruption_budget_lets_the_single_operator_be_drained(helm: Hel
                 "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
 
 
+def test_two_replicas_elect_a_leader_in_a_peering_object_they_may_use(helm: Helm) -> None:
+    documents = helm.template("--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true",
+                              release="kt", namespace="ops")
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["KUBETASKS_PEERING"]["value"] == deployment["metadata"]["name"]
+    assert env["KUBETASKS_PEERING_LIFETIME"]["value"] == "30"
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"][
+        "matchLabels"]
+    assert only(documents, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    grants = grants_of(only(documents, "ClusterRole")["rules"])
+    assert grants[("kopf.dev", "clusterkopfpeerings", "")] == {"list", "watch", "patch", "create"}
+    # Serving named namespaces, the election is in each of them: a Role, no cluster-wide grant.
+    scoped = helm.template("--set", "replicaCount=2", "--set", "watchNamespaces={a,b}")
+    assert ("kopf.dev", "clusterkopfpeerings", "") not in grants_of(only(scoped, "ClusterRole")["rules"])
+    for role in of_kind(scoped, "Role"):
+        assert grants_of(role["rules"])[("kopf.dev", "kopfpeerings", "")] == {
+            "list", "watch", "patch", "create"}
+    # One replica elects nothing: no peering, no rights to it.
+    single = helm.template()
+    assert "KUBETASKS_PEERING" not in env_of(operator_container(single))
+    assert not any(group == "kopf.dev" for group, _, _ in grants_of(only(single, "ClusterRole")["rules"]))
+
+
 def test_the_monitors_scrape_the_operator_service_and_the_worker_pods(helm: Helm) -> None:
     documents = helm.template(*EVERYTHING, "--set", "watchNamespaces={a,b}", release="kt", namespace="ops")
     service = only(documents, "Service")
@@ -899,7 +930,9 @@ def test_the_monitors_scrape_the_operator_service_and_the_worker_pods(helm: Helm
     (("--set", "migrations.image.digest=sha1:abc"), "'/migrations/image/digest'"),
     (("--set", "global.storageClass=fast"), "'storageClass' not allowed"),
     (("--set", "global.imageRegistry=https://mirror"), "'/global/imageRegistry'"),
-    (("--set", "replicaCount=2"), "replicaCount: 2 is refused: the operator runs as one replica"),
+    (("--set", "replicaCount=2", "--set", "podDisruptionBudget.enabled=true",
+      "--set", "podDisruptionBudget.minAvailable=2"), "minAvailable: 2 with replicaCount: 2 would block"),
+    (("--set", "leaderElection.lifetimeSeconds=5"), "'/leaderElection/lifetimeSeconds'"),
     (("--set", "replicaCount=0"), "'/replicaCount'"),
     (("--set", "priorityClassName=High_Priority"), "'/priorityClassName'"),
     (("--set", "podLabels.team=a b"), "'/podLabels/team'"),
