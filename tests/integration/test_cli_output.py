@@ -68,8 +68,8 @@ def test_every_data_command_prints_json_and_yaml(dsn: str, store: Store,
     assert (shown["id"], shown["args"], shown["attempts"], shown["errors"]) == (task_id, [7], 0, [])
 
     for command in (["cancel", str(task_id)], ["retry", str(task_id)]):
-        code, out, _ = run(capsys, dsn, *command, "-o", "json")
-        assert json.loads(out)["id"] == task_id
+        code, out, err = run(capsys, dsn, *command, "-o", "json")
+        assert code == 0 and json.loads(out)["id"] == task_id, err
     code, out, _ = run(capsys, dsn, "requeue", "-o", "json")
     assert json.loads(out) == {"requeued": 0, "dry_run": False, "tasks": []}
     code, out, _ = run(capsys, dsn, "prune", "-o", "yaml")
@@ -100,6 +100,9 @@ def test_show_a_failed_task_in_full_then_retry_it(dsn: str, store: Store,
     assert fields["Attempts"].strip() == "1/3 (lost 0)" and fields["Worker"].strip() == "pod-x"
     assert "attempt 1 on pod-x/n: builtins.RuntimeError: smtp refused" in out
     assert "    RuntimeError: smtp refused" in out  # the traceback, indented under its error
+
+    code, out, _ = run(capsys, dsn, "tasks", "--state", "failed", "-o", "json")  # any case
+    assert [t["id"] for t in json.loads(out)["tasks"]] == [task_id]
 
     code, out, _ = run(capsys, dsn, "retry", str(task_id), "--dry-run")
     assert (code, out.strip()) == (0, f"would retry task {task_id}")
@@ -193,3 +196,10 @@ def test_global_flags_go_before_or_after_the_command(dsn: str, capsys: pytest.Ca
     assert (before, after) == (0, 0) and json.loads(out_before) == json.loads(capsys.readouterr().out)
     _, out, _ = run(capsys, dsn, "-o", "json", "status", "-o", "table")  # the last one wins
     assert out.startswith("no queue has")
+
+
+def test_a_bad_log_level_in_the_environment_is_refused_naming_the_variable(
+        dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBETASKS_LOG_LEVEL", "loud")
+    code, out, err = run(capsys, dsn, "status")
+    assert (code, out) == (2, "") and "KUBETASKS_LOG_LEVEL='loud' is invalid: use one of" in err

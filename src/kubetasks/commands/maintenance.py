@@ -51,7 +51,7 @@ def migrate() -> int:
                                         "of live workers)"), default="5m", show_default=True,
               help="Heartbeat age after which a RUNNING task counts as lost (at least 1m).")
 @click.option("--queue", metavar="NAME", help="Only this queue.")
-@click.option("--max-lost", type=Count(0, 100), default=3, show_default=True,
+@click.option("--max-lost", type=Count(0, 100), default=3, show_default=True, metavar="N",
               help="A task lost more often than this ends FAILED instead of READY.")
 @DRY_RUN
 def requeue(pod_uid: str | None, stale: timedelta, queue: str | None, max_lost: int,

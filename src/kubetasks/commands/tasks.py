@@ -103,8 +103,9 @@ def _deadline(stats: QueueStats) -> str:
 @click.command(cls=KubetasksCommand)
 @output_options
 @click.option("--queue", metavar="NAME", help="Only this queue.")
-@click.option("--state", type=click.Choice(STATES), help="Only tasks in this state.")
-@click.option("--limit", type=Count(1, 10_000), default=50, show_default=True,
+@click.option("--state", type=click.Choice(STATES, case_sensitive=False),
+              help="Only tasks in this state (any case).")
+@click.option("--limit", type=Count(1, 10_000), default=50, show_default=True, metavar="N",
               help="At most this many, newest first.")
 def tasks(queue: str | None, state: str | None, limit: int) -> int:
     """Recent tasks, newest first."""
