@@ -318,6 +318,12 @@ class Store:
             self._notify(conn, {row["queue_name"] for row in rows})
         return len(rows)
 
+    def ready_queues(self, *, excluded: Sequence[str] = ()) -> list[str]:
+        """The queues that have READY tasks (due or scheduled), but the ``excluded``: what a
+        worker serving every queue claims from."""
+        rows = self._rows("ready_queues", {"excluded": sorted(set(excluded))})
+        return [r["queue_name"] for r in rows]
+
     def next_run_after(self, queue_names: Sequence[str]) -> datetime | None:
         rows = self._rows("next_run_after", {"queue_names": list(queue_names)})
         value: datetime | None = rows[0]["next_run_after"]

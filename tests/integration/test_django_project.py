@@ -7,7 +7,9 @@ process on a real PostgreSQL (Django 4.2-5.x with the django-tasks backport here
 from __future__ import annotations
 
 import ast
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -17,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from localcluster.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "examples" / "django_app"
@@ -211,3 +214,61 @@ def test_admin_retries_a_failed_task_with_its_errors_shown(dsn: str) -> None:
     assert row == ("READY", 1, 2, None, 1)  # one more attempt; the error stays as history
     again = admin(dsn, "retry_tasks")  # a READY task is not retried again
     assert "1 tasks were left as they are (not FAILED or CANCELLED)" in again
+
+
+# -- the worker --------------------------------------------------------------------------
+
+
+def settings_names(module: str) -> dict[str, Any]:
+    env = manage_env("postgresql://nobody@localhost/none", module)
+    code = (f"import {module} as s, json; print(json.dumps("
+            "{k: repr(getattr(s, k)) for k in dir(s) if k.isupper()}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, text=True,
+                          capture_output=True, timeout=60, check=True)
+    return dict(json.loads(done.stdout))
+
+
+def test_the_two_settings_differ_only_in_tasks_and_installed_apps() -> None:
+    before, after = settings_names("alerts.settings_tasks_db"), settings_names("alerts.settings")
+    assert before.keys() == after.keys()
+    assert {k for k in before if before[k] != after[k]} == {"TASKS", "INSTALLED_APPS"}
+
+
+def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(dsn: str) -> None:
+    manage(dsn, "migrate", "--noinput")
+    opened = manage(dsn, "open_incident", "disk full", "--destinations", "3", "--report").stdout
+    assert "report task" in opened
+    # db_worker's flags, as argus's process supervisor runs it; no database URL given.
+    worker = start_worker(dsn, "--queue-name", "*", "--exclude-queues", "reports",
+                          "--interval", "0", "--no-startup-delay")
+    try:
+        def notified() -> bool:
+            return scalar(dsn, "SELECT count(*) FROM incidents_notification") == 3
+        wait_until(notified, timeout=60, what="3 notifications sent by follow-up tasks")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    done = sorted(states(dsn).values())
+    assert done == ["count_notifications READY", "open_incident SUCCESSFUL",
+                    *["send_notification SUCCESSFUL"] * 3]
+    # The excluded queue's task, by a worker that runs what is due, at most 1 task, then exits.
+    batch = start_worker(dsn, "--queue-name", "reports", "--batch", "--max-tasks", "1")
+    out, _ = batch.communicate(timeout=60)
+    assert batch.returncode == 0, out
+    assert "count_notifications SUCCESSFUL" in states(dsn).values()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT return_value FROM kubetasks_tasks "
+                           "WHERE task_name LIKE '%count_notifications'").fetchone()
+    assert row is not None and row[0] == 3
+
+    assert "deleted 5" in manage(dsn, "kubetasks_prune", "--min-age-days", "0").stdout
+
+
+def test_worker_refuses_reload_and_a_backend_that_is_not_kubetasks(dsn: str) -> None:
+    reload = manage(dsn, "kubetasks_worker", "--reload", check=False)
+    assert reload.returncode == 1 and "--reload is not supported" in reload.stderr
+    other = manage(dsn, "kubetasks_worker", "--backend", "other", check=False)
+    assert other.returncode == 1
+    assert "TASKS has no 'other' backend using kubetasks.contrib.django" in other.stderr

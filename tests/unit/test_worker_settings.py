@@ -8,7 +8,6 @@ import click
 import pytest
 
 from kubetasks.exceptions import ConfigurationError
-from kubetasks.worker.command import with_queues
 from kubetasks.worker.health import HealthState
 from kubetasks.worker.settings import WorkerSettings, worker_options
 
@@ -68,7 +67,7 @@ def test_polling_alone_polls_more_often_by_default() -> None:
     (("--import", "a", "--concurrency", "0"), {}, "--concurrency='0' is invalid: use a whole"),
     (("--import", "a"), {"KUBETASKS_WORKER_CONCURRENCY": "many"},
      "KUBETASKS_WORKER_CONCURRENCY='many' is invalid"),
-    (("--import", "a", "--poll-interval", "-1"), {}, "use a number of seconds > 0"),
+    (("--import", "a", "--poll-interval", "-1"), {}, "use a number of seconds >= 0"),
     (("--import", "a", "--grace-period", "soon"), {}, "use a number of seconds >= 0"),
     (("--import", "a", "--health-port", "70000"), {}, "use a port from 1 to 65535, or 0"),
     (("--import", "a"), {"KUBETASKS_WORKER_LISTEN": "maybe"}, "use true or false"),
@@ -79,10 +78,33 @@ def test_bad_values_name_the_flag_or_variable(argv: tuple[str, ...], env: dict[s
         settings(*argv, env=env)
 
 
-def test_queues_default_to_those_of_the_imported_tasks() -> None:
-    tasks = {"app.a": "emails", "app.b": "default", "app.c": "emails"}
-    assert with_queues(settings("--import", "app"), tasks).queues == ("default", "emails")
-    assert with_queues(settings("--import", "app", "--queue", "x"), tasks).queues == ("x",)
+def test_without_queues_a_worker_serves_every_queue_but_the_excluded() -> None:
+    every = settings("--import", "app")
+    assert every.queues == () and every.serves("emails") and every.serves("made-up")
+    assert every.serving == "all queues"
+    but = settings("--import", "app", "--exclude-queue", "slow", "--exclude-queue", "media")
+    assert not but.serves("slow") and not but.serves("media") and but.serves("emails")
+    assert but.serving == "all queues but slow, media"
+    given = settings("--import", "app", "--queue", "x")
+    assert given.serves("x") and not given.serves("emails")
+    from_env = settings("--import", "app", env={"KUBETASKS_WORKER_EXCLUDE_QUEUES": "a, b"})
+    assert from_env.exclude_queues == ("a", "b")
+    with pytest.raises(ConfigurationError, match="queue 'x' is both served"):
+        settings("--import", "app", "--queue", "x", "--exclude-queue", "x")
+
+
+def test_max_tasks_exit_when_idle_and_a_zero_poll_interval() -> None:
+    s = settings("--import", "a", "--max-tasks", "5", "--exit-when-idle", "--poll-interval", "0")
+    assert (s.max_tasks, s.exit_when_idle, s.poll_interval) == (5, True, 0.0)
+    assert (settings("--import", "a").max_tasks, settings("--import", "a").exit_when_idle) == (
+        None, False)
+    env = {"KUBETASKS_WORKER_MAX_TASKS": "2", "KUBETASKS_WORKER_EXIT_WHEN_IDLE": "true"}
+    assert (settings("--import", "a", env=env).max_tasks,
+            settings("--import", "a", env=env).exit_when_idle) == (2, True)
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(ConfigurationError, match=f"--max-tasks='{bad}' is invalid: use a "
+                                                     "whole number >= 1"):
+            settings("--import", "a", "--max-tasks", bad)
 
 
 def test_liveness_allows_a_few_poll_intervals_and_at_least_a_minute() -> None:

@@ -248,6 +248,20 @@ SET state = 'READY', run_after = least(now(), expected_at), finished_at = NULL,
 WHERE id = %(id)s AND state IN ('FAILED', 'CANCELLED')
 RETURNING id, queue_name;
 
+-- name: ready_queues
+-- The queues that have READY tasks, for a worker serving every queue: a skip scan of the claim
+-- order index (one index probe per queue), not a scan of the ready rows.
+WITH RECURSIVE found AS (
+    (SELECT queue_name FROM kubetasks_tasks WHERE state = 'READY' ORDER BY queue_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.queue_name FROM kubetasks_tasks AS t
+            WHERE t.state = 'READY' AND t.queue_name > found.queue_name
+            ORDER BY t.queue_name LIMIT 1)
+    FROM found WHERE found.queue_name IS NOT NULL
+)
+SELECT queue_name FROM found
+WHERE queue_name IS NOT NULL AND NOT (queue_name = ANY(%(excluded)s::text[]));
+
 -- name: next_run_after
 -- When a claim could next find work: the earliest run_after, or the next token of a queue's
 -- rate if later. Paused queues, and queues at their cap (a finishing task frees the slot of

@@ -9,7 +9,6 @@ until SIGTERM or SIGINT. Exits 0 after a clean stop.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib
 import logging
 import os
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 def run(options: Mapping[str, Any], *, database_url: str) -> int:
     """Run a worker with the flags of ``WORKER_OPTIONS`` (by parameter name)."""
     settings = WorkerSettings.from_options(options, os.environ, database_url=database_url)
-    settings = with_queues(settings, import_task_modules(settings.imports))
+    import_task_modules(settings.imports)
     serve(settings, identity=WorkerIdentity.from_env())
     return 0
 
@@ -98,10 +97,3 @@ def import_task_modules(modules: tuple[str, ...]) -> dict[str, str]:
             f"the modules {', '.join(modules)} define no tasks: decorate functions with "
             "@kubetasks.task in them")
     return {name: task.queue_name for name, task in registry.items()}
-
-
-def with_queues(settings: WorkerSettings, task_queues: Mapping[str, str]) -> WorkerSettings:
-    """The settings with their queues, or, if none were given, with the queues of the tasks."""
-    if settings.queues:
-        return settings
-    return dataclasses.replace(settings, queues=tuple(sorted(set(task_queues.values()))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kubetasks.store import DatabaseError, Store
@@ -25,11 +25,12 @@ STOP_CHECK_SECONDS = 1.0
 
 
 class Listener:
-    """Calls ``wake()`` (from its own thread) when one of ``queues`` gets work."""
+    """Calls ``wake()`` (from its own thread) when a queue the worker ``serves`` gets work."""
 
-    def __init__(self, store: Store, queues: Collection[str], wake: Callable[[], None]) -> None:
+    def __init__(self, store: Store, serves: Callable[[str], bool],
+                 wake: Callable[[], None]) -> None:
         self.store = store
-        self.queues = frozenset(queues)
+        self.serves = serves
         self.wake = wake
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubetasks-listen", daemon=True)
@@ -62,5 +63,5 @@ class Listener:
     def _receive(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopped.is_set():
             for notify in conn.notifies(timeout=STOP_CHECK_SECONDS):
-                if notify.payload in self.queues:
+                if self.serves(notify.payload):
                     self.wake()

@@ -50,7 +50,16 @@ class WorkerSettings:
     database_url: str
     imports: tuple[str, ...]
     queues: tuple[str, ...] = ()
-    """Empty means: the queues of the tasks the imported modules registered."""
+    """Empty means every queue, as django-tasks-db's ``--queue-name '*'``: a task sent with
+    ``using(queue_name=...)`` to a queue no decorator names still runs. (The operator always
+    names its TaskQueue's queue.)"""
+    exclude_queues: tuple[str, ...] = ()
+    """Queues never served, even when every queue is."""
+    max_tasks: int | None = None
+    """Claim this many tasks, let them finish, and exit 0: a worker recycled by its supervisor
+    (systemd, supervisord, a Job) after a fixed amount of work, as db_worker's ``--max-tasks``."""
+    exit_when_idle: bool = False
+    """Exit 0 once no task is due and none runs: a batch run (cron, a Job, a test)."""
     concurrency: int = 8
     listen: bool = True
     poll_interval: float = LISTEN_POLL_INTERVAL
@@ -63,6 +72,19 @@ class WorkerSettings:
     """Put back what an earlier process of this pod held. Only safe when the pod UID is really
     a pod's: outside Kubernetes every process on a host shares one stand-in UID, and a second
     worker started there would take the first one's running tasks away."""
+
+    def serves(self, queue_name: str) -> bool:
+        """Whether this worker runs the tasks of ``queue_name``."""
+        if queue_name in self.exclude_queues:
+            return False
+        return not self.queues or queue_name in self.queues
+
+    @property
+    def serving(self) -> str:
+        """The queues served, for the log."""
+        served = f"queues {', '.join(self.queues)}" if self.queues else "all queues"
+        excluded = f" but {', '.join(self.exclude_queues)}" if self.exclude_queues else ""
+        return served + excluded
 
     @property
     def liveness_timeout(self) -> float:
@@ -87,15 +109,28 @@ class WorkerSettings:
                 "no task modules to import: give --import MODULE (e.g. --import app.tasks) "
                 "or KUBETASKS_WORKER_IMPORTS=app.tasks,app.more_tasks")
         listen = pick(args.listen, "KUBETASKS_WORKER_LISTEN", "--listen", parse_bool, cls.listen)
+        queues = tuple(args.queues) or parse_names(env.get("KUBETASKS_WORKER_QUEUES", ""))
+        excluded = (tuple(args.exclude_queues)
+                    or parse_names(env.get("KUBETASKS_WORKER_EXCLUDE_QUEUES", "")))
+        both = sorted(set(queues) & set(excluded))
+        if both:
+            raise ConfigurationError(
+                f"queue {both[0]!r} is both served (--queue) and excluded (--exclude-queue): "
+                "give one or the other")
         return cls(
             database_url=database_url,
             imports=imports,
-            queues=tuple(args.queues) or parse_names(env.get("KUBETASKS_WORKER_QUEUES", "")),
+            queues=queues,
+            exclude_queues=excluded,
+            max_tasks=pick(args.max_tasks, "KUBETASKS_WORKER_MAX_TASKS", "--max-tasks",
+                           parse_max_tasks, cls.max_tasks),
+            exit_when_idle=pick(args.exit_when_idle, "KUBETASKS_WORKER_EXIT_WHEN_IDLE",
+                                "--exit-when-idle", parse_bool, cls.exit_when_idle),
             concurrency=pick(args.concurrency, "KUBETASKS_WORKER_CONCURRENCY", "--concurrency",
                              parse_concurrency, cls.concurrency),
             listen=listen,
             poll_interval=pick(args.poll_interval, "KUBETASKS_WORKER_POLL_INTERVAL",
-                               "--poll-interval", parse_seconds,
+                               "--poll-interval", parse_poll_interval,
                                LISTEN_POLL_INTERVAL if listen else NO_LISTEN_POLL_INTERVAL),
             heartbeat_interval=pick(args.heartbeat_interval, "KUBETASKS_WORKER_HEARTBEAT_INTERVAL",
                                     "--heartbeat-interval", parse_seconds, cls.heartbeat_interval),
@@ -116,14 +151,24 @@ WORKER_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] =
                       "comma-separated). Only tasks registered there run."),
     click.option("--queue", "queues", multiple=True, metavar="NAME",
                  help="Queue to serve; repeat for more (env KUBETASKS_WORKER_QUEUES; "
-                      "default: the queues of the imported tasks)."),
+                      "default: every queue)."),
+    click.option("--exclude-queue", "exclude_queues", multiple=True, metavar="NAME",
+                 help="Queue not to serve, even when serving every queue; repeat for more "
+                      "(env KUBETASKS_WORKER_EXCLUDE_QUEUES)."),
+    click.option("--max-tasks", metavar="N",
+                 help="Claim N tasks, let them finish, exit 0 (env KUBETASKS_WORKER_MAX_TASKS; "
+                      "default: no limit)."),
+    click.option("--exit-when-idle", is_flag=True, default=None,
+                 help="Exit 0 once no task is due and none runs "
+                      "(env KUBETASKS_WORKER_EXIT_WHEN_IDLE=true)."),
     click.option("--concurrency", metavar="N",
                  help="Tasks run at once, 1 to 1000 (env KUBETASKS_WORKER_CONCURRENCY; default 8)."),
     click.option("--listen/--no-listen", default=None,
                  help="Wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
                       "(env KUBETASKS_WORKER_LISTEN=true|false; default true)."),
     click.option("--poll-interval", metavar="SECONDS",
-                 help="Longest sleep between claims when idle (env KUBETASKS_WORKER_POLL_INTERVAL; "
+                 help="Longest sleep between claims when idle, 0 to poll without pause "
+                      "(env KUBETASKS_WORKER_POLL_INTERVAL; "
                       f"default {LISTEN_POLL_INTERVAL:g} with LISTEN, {NO_LISTEN_POLL_INTERVAL:g} "
                       "without)."),
     click.option("--heartbeat-interval", metavar="SECONDS",
@@ -180,6 +225,25 @@ def parse_concurrency(text: str) -> int:
     if not 1 <= value <= MAX_CONCURRENCY:
         raise ValueError(f"use a whole number from 1 to {MAX_CONCURRENCY} (for more, run more "
                          "workers)")
+    return value
+
+
+def parse_max_tasks(text: str) -> int:
+    value = int(text) if text.strip().isdigit() and len(text) < 10 else 0
+    if value < 1:
+        raise ValueError("use a whole number >= 1")
+    return value
+
+
+def parse_poll_interval(text: str) -> float:
+    """0 is valid: poll again as soon as a claim comes back empty (a busy loop on the
+    database, for tests and for polling without LISTEN where every millisecond counts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError("use a number of seconds >= 0, e.g. 0.5")
     return value
 
 

@@ -46,30 +46,46 @@ class Worker:
         self._slots = Slots(settings.concurrency, reporter=self._reporter, metrics=metrics,
                             on_change=self._wake.set)
         self._stopping = False
+        self._stop_requests = 0
+        self._drain_deadline: float | None = None
+        """Loop time by which running tasks are put back; None: wait for them to finish."""
         self._hurry = False
+        self._claimed = 0
         self._database_failures = 0
 
     def stop(self) -> None:
         """Called on SIGTERM/SIGINT: stop claiming and let running tasks finish within the
-        grace period. A second call puts back what still runs at once."""
-        if self._stopping:
+        grace period. A second call puts back what still runs at once (no attempt counted,
+        so another worker runs it again) and the worker exits: Ctrl-C twice never waits."""
+        self._stop_requests += 1
+        if self._stop_requests > 1:
             log.warning("stop requested again: putting back running tasks now")
             self._hurry = True
         else:
             log.info("stopping: no new claims; waiting up to %g s for %d running tasks",
                      self.settings.grace_period, self._slots.unsettled)
             self._stopping = True
+            self._drain_deadline = self._loop.time() + self.settings.grace_period
             self.health.draining = True
         self._wake.set()
+
+    def _finish(self, why: str) -> None:
+        """Stop claiming because the work asked for is done (``max_tasks``, or idle with
+        ``exit_when_idle``): running tasks finish, however long they take, then the worker
+        exits 0. A signal meanwhile limits the wait to the grace period, as ever."""
+        if not self._stopping:
+            log.info("stopping: %s; waiting for %d running tasks", why, self._slots.unsettled)
+            self._stopping = True
+            self.health.draining = True
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._slots.open(self._loop)
-        log.info("worker %s serving queues %s with %d slots (%s)", self.identity.worker_id,
-                 ", ".join(self.settings.queues), self.settings.concurrency,
+        log.info("worker %s serving %s with %d slots (%s)", self.identity.worker_id,
+                 self.settings.serving, self.settings.concurrency,
                  "LISTEN" if self.settings.listen else "polling only")
         await self._return_earlier_process_tasks()
-        listener = Listener(self.store, self.settings.queues, self._wake_from_thread)
+        listener = Listener(self.store, self.settings.serves, self._wake_from_thread)
         if self.settings.listen:
             listener.start()
         self._reporter.start()
@@ -95,26 +111,51 @@ class Worker:
 
     async def _claim_into_free_slots(self) -> float:
         """Claim and start up to the free slots; returns how long to sleep unless woken."""
-        free = self._slots.free
+        free = self._claimable()
         if free <= 0:
             return self.settings.poll_interval  # a finishing task wakes the loop
-        queues = self.settings.queues
-        records = await self._database(self.store.claim, queues, free, self.identity)
-        if records is None:
+        queues = await self._queues()
+        records = [] if not queues else await self._database(
+            self.store.claim, queues, free, self.identity)
+        if queues is None or records is None:
             return reconnect_delay(self._database_failures)
         if self._stopping and records:
             await self._database(self.store.release, [r.claim_id for r in records if r.claim_id])
             return 0.0
         for record in records:
             self._slots.start(record)
+        self._claimed += len(records)
+        self._finish_if_done(claimed_now=len(records))
         if len(records) == free:
             return self.settings.poll_interval
         next_run_after = await self._database(self.store.next_run_after, queues)
         return idle_wait(now=datetime.now(UTC), next_run_after=next_run_after,
                          poll_interval=self.settings.poll_interval)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Until woken (a NOTIFY, a freed slot, a stop) or ``seconds`` have passed."""
+    def _claimable(self) -> int:
+        """Free slots, but no more than ``max_tasks`` leaves to claim."""
+        if self.settings.max_tasks is None:
+            return self._slots.free
+        return min(self._slots.free, self.settings.max_tasks - self._claimed)
+
+    async def _queues(self) -> list[str] | None:
+        """The queues to claim from now: those given, or every queue with READY tasks but the
+        excluded (None if the database could not say)."""
+        if self.settings.queues:
+            return list(self.settings.queues)
+        return await self._database(self.store.ready_queues,
+                                    excluded=self.settings.exclude_queues)
+
+    def _finish_if_done(self, *, claimed_now: int) -> None:
+        max_tasks = self.settings.max_tasks
+        if max_tasks is not None and self._claimed >= max_tasks:
+            self._finish(f"{max_tasks} tasks claimed (max_tasks)")
+        elif self.settings.exit_when_idle and not claimed_now and not self._slots.unsettled:
+            self._finish("no task is due and none runs (exit when idle)")
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until woken (a NOTIFY, a freed slot, a stop) or ``seconds`` (None: no limit)
+        have passed."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
@@ -181,10 +222,10 @@ class Worker:
     # -- stopping ----------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        deadline = self._loop.time() + self.settings.grace_period
         while self._slots.unsettled and not self._hurry:
-            left = deadline - self._loop.time()
-            if left <= 0:
+            deadline = self._drain_deadline  # set by a signal, even one that comes meanwhile
+            left = None if deadline is None else deadline - self._loop.time()
+            if left is not None and left <= 0:
                 break
             self._wake.clear()
             await self._sleep(left)
