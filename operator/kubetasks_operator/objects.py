@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from kubetasks_operator.pod_template import merge_pod_template
 from kubetasks_operator.spec import MANAGED_BY, QUEUE_LABEL, TASKQUEUE_LABEL, TaskQueueSpec, queue_name
 
 WORKER_CONTAINER = "worker"
@@ -117,10 +118,13 @@ def worker_deployment(spec: TaskQueueSpec, *, taskqueue_name: str, namespace: st
     optional = {"serviceAccountName": worker.service_account_name,
                 "nodeSelector": worker.node_selector, "tolerations": list(worker.tolerations)}
     pod_spec.update({k: v for k, v in optional.items() if v})
-    template_metadata: dict[str, Any] = {"labels": {**worker.pod_labels, **labels}}
-    annotations = {**worker.pod_annotations, **({DATABASE_ANNOTATION: database} if database else {})}
-    if annotations:
-        template_metadata["annotations"] = annotations
+    template_metadata, pod_spec = merge_pod_template(
+        {"labels": dict(worker.pod_labels), "annotations": dict(worker.pod_annotations)},
+        pod_spec, spec.pod_template)
+    template_metadata["labels"].update(labels)  # the selector's labels win over the user's
+    if database:
+        template_metadata["annotations"] = {**template_metadata.get("annotations", {}),
+                                            DATABASE_ANNOTATION: database}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kubetasks.parsing import parse_duration
+from kubetasks_operator.pod_template import PodTemplate
 
 GROUP = "kubetasks.io"
 VERSION = "v1alpha1"
@@ -117,6 +118,7 @@ class TaskQueueSpec(Model):
                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
     database: Database
     worker: Worker
+    pod_template: PodTemplate = Field(default_factory=PodTemplate, alias="podTemplate")
     scaling: Scaling = Field(default_factory=Scaling)
     lost_tasks: LostTasks = Field(default_factory=LostTasks, alias="lostTasks")
     retention: Retention = Field(default_factory=Retention)
