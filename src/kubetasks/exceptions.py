@@ -22,7 +22,8 @@ class InvalidTaskError(KubeTasksError, ValueError):
 
 class DuplicateTaskError(KubeTasksError):
     """An enqueue with ``using(unique_key=..., unique_conflict="raise")`` found the key held
-    by a live task, which is ``existing`` (a ``TaskResult``). Nothing of that enqueue call was
+    by a live task, which is ``existing`` (a ``TaskResult``; None where it is not known, as for
+    a FAILED task run again while a newer one holds its key). Nothing of that call was
     written."""
 
     def __init__(self, message: str, *, existing: Any) -> None:

@@ -239,9 +239,16 @@ class Store:
               connection: psycopg.Connection[Any] | None = None) -> bool:
         """Run a FAILED or CANCELLED task again, with one more attempt (an operator's retry,
         e.g. from Django's admin after the cause was fixed); False if it is in another state."""
-        with self.connection(connection) as conn:
-            rows = self._rows("rerun_task", {"id": _task_id(task_id)}, conn)
-            self._notify(conn, {r["queue_name"] for r in rows})
+        try:
+            with self.connection(connection) as conn:
+                rows = self._rows("rerun_task", {"id": _task_id(task_id)}, conn)
+                self._notify(conn, {r["queue_name"] for r in rows})
+        except psycopg.errors.UniqueViolation as error:
+            # Its unique key went to a newer task meanwhile: the two would both be live.
+            detail = error.diag.message_detail or "its unique_key is held by a live task"
+            raise DuplicateTaskError(
+                f"task {task_id} cannot run again while another task holds its unique key "
+                f"({detail}); cancel that task or wait for it to finish", existing=None) from None
         return bool(rows)
 
     # -- the worker's side -------------------------------------------------------------
@@ -473,6 +480,30 @@ class Store:
         rows = self._rows("running_tasks_to_requeue", {
             "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
         return [TaskRecord.from_row(row) for row in rows]
+
+    # -- queue settings: paused, cap, rate --------------------------------------------
+
+    def queue_settings(self, queue_names: Sequence[str]) -> list[QueueSettings]:
+        """The settings of each queue, in the order given (defaults for a queue never set)."""
+        rows = self._rows("queue_settings", {"queue_names": list(queue_names)})
+        found = {row["queue_name"]: QueueSettings(**row) for row in rows}
+        return [found.get(name) or QueueSettings(name) for name in queue_names]
+
+    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings:
+        """Pause or resume a queue: every worker's next claim honours it; a NOTIFY wakes them.
+        Tasks still enqueue into a paused queue; running ones finish."""
+        rows = self._rows("set_queue_paused", {"queue_name": check_queue_name(queue_name, None),
+                                               "paused": bool(paused), "channel": CHANNEL})
+        return _settings(rows[0])
+
+    def set_limits(self, limits: QueueSettings) -> QueueSettings:
+        """Set (or, with None, lift) the queue's cap on RUNNING tasks and its rate of starts;
+        ``limits.paused`` is not written (see ``set_paused``)."""
+        rows = self._rows("set_queue_limits", {
+            "queue_name": check_queue_name(limits.queue_name, None),
+            "max_running": limits.max_running, "rate_limit": limits.rate_limit,
+            "rate_period": limits.rate_period, "channel": CHANNEL})
+        return _settings(rows[0])
 
     # -- statistics and housekeeping ---------------------------------------------------
 

@@ -149,3 +149,17 @@ def test_raise_inside_the_callers_transaction_keeps_it_usable(
     assert backend.get_result(kept.id).status == TaskResultStatus.READY
     assert len(rows_with_key(dsn, "mine")) == 1
     assert rows_with_key(dsn, "other-3") == []
+
+
+def test_a_failed_task_cannot_run_again_while_a_newer_one_holds_its_key(
+        backend: PostgresBackend, store: Store) -> None:
+    first = refresh.using(unique_key="again").enqueue(1)
+    [claimed] = store.claim(["unique"], 1, WORKER)
+    assert claimed.claim_id is not None
+    store.fail(claimed.claim_id, '{"message": "broken"}')
+    newer = refresh.using(unique_key="again").enqueue(1)
+
+    with pytest.raises(DuplicateTaskError, match=f"task {first.id} cannot run again while another"):
+        store.rerun(first.id)
+    assert store.get(first.id).state == TaskResultStatus.FAILED
+    assert store.get(newer.id).state == TaskResultStatus.READY
