@@ -31,6 +31,7 @@ class FakeStore:
     oldest_ready: float = 0.0
     absent_pod_tasks: list[RequeuedTask] = field(default_factory=list)
     pruned: list[dict[str, Any]] = field(default_factory=list)
+    schedules: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, QueueSettings] = field(default_factory=dict)
 
     def queue_settings(self, queue_names: Any) -> list[QueueSettings]:
@@ -76,6 +77,18 @@ class FakeStore:
     def prune(self, **kwargs: Any) -> int:
         self.pruned.append(kwargs)
         return 0
+
+    def register_schedules(self, schedules: Any, *, now: datetime,
+                           replace_source: str | None = None) -> list[str]:
+        self.schedules = {name: s for name, s in self.schedules.items()
+                          if s.source != replace_source} | {s.name: s for s in schedules}
+        return [s.name for s in schedules]
+
+    def due_schedules(self, queue_names: Any) -> list[Any]:
+        return []  # firing is tested on PostgreSQL: tests/integration/test_operator_schedules.py
+
+    def fire_schedule(self, name: str, **_: Any) -> tuple[bool, int | None]:
+        return False, None
 
 
 @dataclass
