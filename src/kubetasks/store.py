@@ -481,30 +481,6 @@ class Store:
             "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
         return [TaskRecord.from_row(row) for row in rows]
 
-    # -- queue settings: paused, cap, rate --------------------------------------------
-
-    def queue_settings(self, queue_names: Sequence[str]) -> list[QueueSettings]:
-        """The settings of each queue, in the order given (defaults for a queue never set)."""
-        rows = self._rows("queue_settings", {"queue_names": list(queue_names)})
-        found = {row["queue_name"]: QueueSettings(**row) for row in rows}
-        return [found.get(name) or QueueSettings(name) for name in queue_names]
-
-    def set_paused(self, queue_name: str, paused: bool) -> QueueSettings:
-        """Pause or resume a queue: every worker's next claim honours it; a NOTIFY wakes them.
-        Tasks still enqueue into a paused queue; running ones finish."""
-        rows = self._rows("set_queue_paused", {"queue_name": check_queue_name(queue_name, None),
-                                               "paused": bool(paused), "channel": CHANNEL})
-        return _settings(rows[0])
-
-    def set_limits(self, limits: QueueSettings) -> QueueSettings:
-        """Set (or, with None, lift) the queue's cap on RUNNING tasks and its rate of starts;
-        ``limits.paused`` is not written (see ``set_paused``)."""
-        rows = self._rows("set_queue_limits", {
-            "queue_name": check_queue_name(limits.queue_name, None),
-            "max_running": limits.max_running, "rate_limit": limits.rate_limit,
-            "rate_period": limits.rate_period, "channel": CHANNEL})
-        return _settings(rows[0])
-
     # -- statistics and housekeeping ---------------------------------------------------
 
     def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]:
