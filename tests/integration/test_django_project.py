@@ -21,6 +21,8 @@ import psycopg
 import pytest
 from localcluster.polling import wait_until
 
+from tests.integration.test_django import python312
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "examples" / "django_app"
 SCHEMA_OBJECTS = """
@@ -65,17 +67,18 @@ def manage_env(database_url: str, settings: str = "alerts.settings") -> dict[str
 
 
 def manage(database_url: str, *args: str, settings: str = "alerts.settings",
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT, text=True,
+           check: bool = True, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([python, "manage.py", *args], cwd=PROJECT, text=True,
                           capture_output=True, timeout=120, env=manage_env(database_url, settings))
     if check:
         assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
 
 
-def start_worker(database_url: str, *args: str) -> subprocess.Popen[str]:
+def start_worker(database_url: str, *args: str,
+                 python: str = sys.executable) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "kubetasks_worker", "--health-port", "0", *args],
+        [python, "manage.py", "kubetasks_worker", "--health-port", "0", *args],
         cwd=PROJECT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=manage_env(database_url))
 
@@ -234,19 +237,25 @@ def test_the_two_settings_differ_only_in_tasks_and_installed_apps() -> None:
     assert {k for k in before if before[k] != after[k]} == {"TASKS", "INSTALLED_APPS"}
 
 
-def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(dsn: str) -> None:
-    manage(dsn, "migrate", "--noinput")
-    opened = manage(dsn, "open_incident", "disk full", "--destinations", "3", "--report").stdout
+@pytest.mark.parametrize("line", ["backport", "django6"])
+def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(line: str, dsn: str) -> None:
+    python = sys.executable if line == "backport" else python312()
+    manage(dsn, "migrate", "--noinput", python=python)
+    opened = manage(dsn, "open_incident", "disk full", "--destinations", "3", "--report",
+                    python=python).stdout
     assert "report task" in opened
     # db_worker's flags, as argus's process supervisor runs it; no database URL given.
     worker = start_worker(dsn, "--queue-name", "*", "--exclude-queues", "reports",
-                          "--interval", "0", "--no-startup-delay")
+                          "--interval", "0", "--no-startup-delay", python=python)
     try:
         def notified() -> bool:
             return scalar(dsn, "SELECT count(*) FROM incidents_notification") == 3
         wait_until(notified, timeout=60, what="3 notifications sent by follow-up tasks")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
+    except (AssertionError, TimeoutError) as error:
+        worker.kill()
+        raise AssertionError(f"{error}\nworker:\n{worker.communicate()[0][-6000:]}") from None
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -254,7 +263,8 @@ def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(dsn: str) ->
     assert done == ["count_notifications READY", "open_incident SUCCESSFUL",
                     *["send_notification SUCCESSFUL"] * 3]
     # The excluded queue's task, by a worker that runs what is due, at most 1 task, then exits.
-    batch = start_worker(dsn, "--queue-name", "reports", "--batch", "--max-tasks", "1")
+    batch = start_worker(dsn, "--queue-name", "reports", "--batch", "--max-tasks", "1",
+                         python=python)
     out, _ = batch.communicate(timeout=60)
     assert batch.returncode == 0, out
     assert "count_notifications SUCCESSFUL" in states(dsn).values()
@@ -263,7 +273,8 @@ def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(dsn: str) ->
                            "WHERE task_name LIKE '%count_notifications'").fetchone()
     assert row is not None and row[0] == 3
 
-    assert "deleted 5" in manage(dsn, "kubetasks_prune", "--min-age-days", "0").stdout
+    assert "deleted 5" in manage(dsn, "kubetasks_prune", "--min-age-days", "0",
+                                 python=python).stdout
 
 
 def test_worker_refuses_reload_and_a_backend_that_is_not_kubetasks(dsn: str) -> None:
