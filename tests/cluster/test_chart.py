@@ -717,6 +717,55 @@ def test_the_operator_works_with_only_the_roles_of_watch_namespaces(
     assert "not enough permissions" not in log.lower(), log[-4000:]
 
 
+def test_two_replicas_elect_a_leader_with_only_the_roles_of_watch_namespaces(
+        *, helm: Helm, control_plane: ControlPlane, cluster: Cluster, namespace: str,
+        make_namespace: Callable[[str], str], tmp_path: Path) -> None:
+    """With replicaCount 2 the chart's namespaced RBAC lets the replicas create, watch and renew
+    their KopfPeering: one serves the TaskQueue, the other stands by; nothing is refused."""
+    ops = make_namespace("ops")
+    release = f"kt-{uuid.uuid4().hex[:6]}"
+    account = f"{release}-kubetasks-operator"
+    helm.run("install", release, str(CHART), f"--namespace={ops}", "--set", "replicaCount=2",
+             "--set", f"watchNamespaces={{{namespace}}}")
+    env = {e["name"]: e.get("value") for e in operator_container(helm.template(
+        "--set", "replicaCount=2", "--set", f"watchNamespaces={{{namespace}}}",
+        release=release, namespace=ops))["env"]}
+    kubeconfig = service_account_kubeconfig(control_plane, account, ops, tmp_path / "kubeconfig")
+
+    def peers() -> set[str]:
+        try:
+            return set(cluster.custom.get_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", str(env["KUBETASKS_PEERING"])
+            ).get("status") or {})
+        except kubernetes.client.exceptions.ApiException:
+            return set()
+
+    replicas = []
+    try:
+        for name in ("first", "second"):  # the second once the first is in: it is the younger
+            (tmp_path / name).mkdir()
+            replica = OperatorProcess(control_plane, namespace, tmp_path / name)
+            replica.env.update(KUBECONFIG=str(kubeconfig), POD_ID=name,
+                               KUBETASKS_PEERING=str(env["KUBETASKS_PEERING"]),
+                               KUBETASKS_PEERING_LIFETIME=str(env["KUBETASKS_PEERING_LIFETIME"]))
+            replica.start()
+            replicas.append(replica)
+            wait_until(lambda n=name: n in peers(), timeout=60, what=f"{name} in the KopfPeering")
+        cluster.create_taskqueue(taskqueue("elected", "elected", max_replicas=2))
+        wait_until(lambda: cluster.replicas("elected") == 0, timeout=60, what="the Deployment")
+        assert peers() == {"first", "second"}
+        # Read before they stop: once the first leaves, the second takes over.
+        serving = ["reconciled" in replica.log() for replica in replicas]
+        assert serving == [True, False], "the first replica (the older) serves, the second stands by"
+    finally:
+        for replica in replicas:
+            replica.stop()
+        helm.run("uninstall", release, f"--namespace={ops}")
+    for log in (replica.log() for replica in replicas):
+        assert "forbidden" not in log.lower(), log[-4000:]
+        assert "not enough permissions" not in log.lower(), log[-4000:]
+
+
 # -- the migration hook on the real control plane and the local kubelet --
 
 @pytest.fixture

@@ -1,1 +1,0 @@
-"""Benchmarks of kubetasks; each script writes its results next to it."""
