@@ -1,0 +1,1 @@
+"""Benchmarks of kubetasks; each script writes its results next to it."""

@@ -1,0 +1,85 @@
+"""Tasks in Django's admin: list them, filter by queue and state, read their errors, and retry
+or cancel them. The view is read-only; retry and cancel go through the store's functions (the
+same as ``kubetasks cancel``), on the backend's database, never by saving a row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from kubetasks.contrib.django.database import kubetasks_backends, raw_connection
+from kubetasks.contrib.django.models import Task
+from kubetasks.store import Store
+
+try:  # Django 6
+    from django.tasks import task_backends
+except ImportError:  # the django-tasks backport
+    from django_tasks import task_backends
+
+
+def store_and_connection() -> tuple[Store, Any]:
+    """The first KubeTasksBackend's store, with Django's connection when it enqueues on one."""
+    alias, params = next(kubetasks_backends())
+    database = params.get("OPTIONS", {}).get("DATABASE")
+    store: Store = task_backends[alias].kubetasks.store
+    return store, raw_connection(database) if database else None
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):  # type: ignore[misc]
+    list_display = ("id", "task_name", "queue_name", "state", "priority", "attempts",
+                    "enqueued_at", "finished_at")
+    list_filter = ("queue_name", "state")
+    search_fields = ("task_name",)
+    date_hierarchy = "enqueued_at"
+    readonly_fields = ("error_list",)
+    exclude = ("errors",)
+    actions = ("retry_tasks", "cancel_tasks")
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False  # finished tasks go with `manage.py kubetasks_prune`
+
+    def has_manage_permission(self, request: Any) -> bool:
+        """Retry and cancel: for who may change tasks (``kubetasks.change_task``)."""
+        return bool(request.user.has_perm("kubetasks.change_task"))
+
+    @admin.display(description="errors")  # type: ignore[untyped-decorator]
+    def error_list(self, task: Task) -> str:
+        errors = task.errors or []
+        if not errors:
+            return "-"
+        return str(format_html_join("", "<p>attempt {}: {}</p><pre>{}</pre>", (
+            (e.get("attempt") or "?", e.get("exception_class_path", ""), e.get("traceback", ""))
+            for e in errors)))
+
+    @admin.action(description="Retry the selected failed or cancelled tasks",
+                  permissions=["manage"])  # type: ignore[untyped-decorator]
+    def retry_tasks(self, request: Any, queryset: Any) -> None:
+        self._each(request, queryset, "rerun", "retried", "not FAILED or CANCELLED")
+
+    @admin.action(description="Cancel the selected ready tasks",
+                  permissions=["manage"])  # type: ignore[untyped-decorator]
+    def cancel_tasks(self, request: Any, queryset: Any) -> None:
+        self._each(request, queryset, "cancel", "cancelled", "not READY")
+
+    def _each(self, request: Any, queryset: Any, method: str, done: str, why_not: str) -> None:
+        store, connection = store_and_connection()
+        change: Callable[..., bool] = getattr(store, method)
+        ids = list(queryset.values_list("id", flat=True))
+        changed = [i for i in ids if change(i, connection=connection)]
+        skipped = sorted(set(ids) - set(changed))
+        if changed:
+            self.message_user(request, f"{len(changed)} tasks {done}", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, format_html(
+                "{} tasks were left as they are ({}): {}", len(skipped), why_not,
+                ", ".join(map(str, skipped))), messages.WARNING)

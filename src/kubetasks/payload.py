@@ -1,0 +1,98 @@
+"""JSON values as stored in the task table (arguments, context, return values)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = Any
+"""A value that survives ``json.dumps`` / ``json.loads``: None, bool, int, float, str, lists
+and dicts with string keys. Kept as ``Any`` so that user signatures flow through unchanged."""
+
+
+def dumps(value: Any) -> str:
+    """Serialise strictly: no NaN, no silent conversion of unknown types."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+MAX_DEPTH = 100
+"""Deepest nesting of lists and dicts stored: every reader (Python's JSON decoder, PostgreSQL's
+jsonb) must get through it without running out of stack."""
+
+MAX_INT_DIGITS = 4300
+"""Longest int stored, in decimal digits: Python's default limit for turning text into an int,
+which every worker reading the row must pass."""
+
+_INT_BOUND = 10 ** MAX_INT_DIGITS
+
+
+def check_text(text: str, what: str) -> None:
+    """Raise ``ValueError`` if PostgreSQL cannot store ``text``: NUL characters, or lone
+    surrogates (which have no UTF-8 encoding)."""
+    if "\x00" in text:
+        raise ValueError(f"{what} {_abridged(text)} contains the NUL character (\\x00), "
+                         "which PostgreSQL cannot store")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"{what} {_abridged(text)} contains the lone surrogate "
+                             f"{text[error.start]!r}, which UTF-8 cannot encode") from None
+
+
+def check_json(value: Any, path: str, depth: int = 0) -> None:
+    """Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully.
+
+    Tuples become lists and that is accepted; non-string dict keys, NaN, unknown types, text
+    PostgreSQL cannot store, ints past ``MAX_INT_DIGITS`` and nesting past ``MAX_DEPTH`` are
+    not, because they would come back different, or not at all.
+    """
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT_BOUND < value < _INT_BOUND:
+            raise TypeError(f"{path} is an int of more than {MAX_INT_DIGITS} digits "
+                            f"({value.bit_length()} bits); pass it as a str")
+        return
+    if isinstance(value, str):
+        _checked_text(value, path)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise TypeError(f"{path} is nested more than {MAX_DEPTH} lists or dicts deep")
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_json(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has key {key!r} of type {type(key).__name__}; "
+                                "JSON object keys must be str")
+            _checked_text(key, f"{path} key")
+            check_json(item, f"{path}[{_abridged(key)}]", depth + 1)
+        return
+    raise TypeError(f"{path} is {value!r} of type {type(value).__module__}."
+                    f"{type(value).__qualname__}, which is not JSON-serialisable "
+                    "(use None, bool, int, float, str, list or dict)")
+
+
+def _checked_text(text: str, what: str) -> None:
+    try:
+        check_text(text, what)
+    except ValueError as error:
+        raise TypeError(str(error)) from None
+
+
+def _abridged(text: str, limit: int = 60) -> str:
+    """``repr`` of at most ``limit`` characters, for messages."""
+    shown = repr(text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"

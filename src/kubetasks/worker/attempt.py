@@ -1,0 +1,128 @@
+"""One attempt of one claimed task: find its function, bind its arguments, run it, encode the
+return value. Nothing here writes to the database; the outcome is a plain value."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from time import perf_counter
+from typing import Any
+
+from kubetasks.config import get_backend
+from kubetasks.exceptions import InvalidTaskError, TaskTimeout
+from kubetasks.execution import call_arguments, encode_return
+from kubetasks.payload import dumps
+from kubetasks.records import TaskRecord, to_result
+from kubetasks.task import Task, resolve_task
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    return_json: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: BaseException
+    seconds: float
+
+
+Result = Succeeded | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A claimed task matched to a registered function, its arguments bound: ready to run."""
+
+    task: Task[..., Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def prepare(record: TaskRecord) -> Call:
+    """The call a claimed task stands for. A task's context reads its result back through the
+    process-wide backend (``kubetasks worker`` configures it on the worker's database).
+
+    Raises ``UnknownTaskError`` if no imported module registered the task's name, and
+    ``InvalidTaskError`` if the stored arguments do not fit the function. Both are checked
+    before running, so a ``TypeError`` raised inside the task is never mistaken for them.
+    """
+    task = resolve_task(record.task_name)
+    if not isinstance(record.args, list) or not isinstance(record.kwargs, dict):
+        raise InvalidTaskError(
+            f"task {record.id} ({task.name}) has args {_shown(record.args)} and kwargs "
+            f"{_shown(record.kwargs)}: args must be a JSON list and kwargs a JSON object")
+    args, kwargs = call_arguments(task, to_result(record, get_backend()))
+    signature = _signature(task.func)
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise InvalidTaskError(
+            f"stored arguments of task {record.id} do not fit {task.name}{_bare(signature)}: "
+            f"{error} (args={_shown(record.args)}, kwargs={_shown(record.kwargs)})") from None
+    return Call(task=task, args=args, kwargs=kwargs)
+
+
+def run_sync(call: Call) -> Result:
+    """Run a plain function in the calling thread (a worker thread)."""
+    started = perf_counter()
+    try:
+        value = call.task.func(*call.args, **call.kwargs)
+        seconds = perf_counter() - started
+        return Succeeded(_encoded(call.task, value), seconds)
+    except BaseException as error:  # a task's SystemExit must not end the worker's thread
+        return Failed(error, perf_counter() - started)
+
+
+async def run_async(call: Call) -> Result:
+    """Run an ``async def`` task on the worker's event loop, within its timeout."""
+    started = perf_counter()
+    scope = asyncio.timeout(call.task.timeout)
+    try:
+        async with scope:
+            value = await call.task.func(*call.args, **call.kwargs)
+        seconds = perf_counter() - started
+        return Succeeded(_encoded(call.task, value), seconds)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:  # see run_sync
+        if isinstance(error, TimeoutError) and scope.expired():
+            error = timed_out(call.task)
+        return Failed(error, perf_counter() - started)
+
+
+def timed_out(task: Task[..., Any]) -> TaskTimeout:
+    message = f"task {task.name} ran longer than its timeout of {task.timeout:g} s"
+    if not task.is_async:
+        # A thread cannot be stopped from outside: say so, since its effects may still happen.
+        message += "; its thread could not be stopped and was left to finish on its own"
+    return TaskTimeout(message)
+
+
+def _encoded(task: Task[..., Any], value: Any) -> str:
+    # encode_return refuses what PostgreSQL's jsonb cannot store (NUL, lone surrogates).
+    return encode_return(task.name, value)
+
+
+@cache
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+def _bare(signature: inspect.Signature) -> inspect.Signature:
+    """The parameters alone: postponed annotations would print as quoted strings."""
+    return signature.replace(
+        parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+        return_annotation=signature.empty)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    try:
+        text = dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

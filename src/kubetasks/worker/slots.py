@@ -1,0 +1,149 @@
+"""A worker's slots: the claimed tasks it is running, and what happens when one returns,
+passes its timeout, or has to be put back.
+
+Everything here runs on the event loop, so no state needs a lock. Sync tasks run on daemon
+threads, ``async def`` tasks on the loop itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from uuid import UUID
+
+from kubetasks.backoff import as_backoff
+from kubetasks.records import TaskRecord
+from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
+from kubetasks.worker.metrics import WorkerMetrics
+from kubetasks.worker.policy import queue_wait
+from kubetasks.worker.reporter import Finished, Reporter
+from kubetasks.worker.threads import TaskThreads
+
+
+@dataclass(eq=False)
+class Running:
+    """A claimed task whose outcome is not known yet."""
+
+    record: TaskRecord
+    call: Call
+    timer: asyncio.TimerHandle | None = None
+    async_task: asyncio.Task[Result] | None = None
+    claim_lost: bool = False
+
+
+class Slots:
+    """``concurrency`` places for tasks. ``on_change`` is called when a slot frees up or an
+    outcome becomes known, so the claim loop (or the drain) can look again."""
+
+    def __init__(self, concurrency: int, *, reporter: Reporter, metrics: WorkerMetrics,
+                 on_change: Callable[[], None]) -> None:
+        self.concurrency = concurrency
+        self.reporter = reporter
+        self.metrics = metrics
+        self.on_change = on_change
+        self._running: dict[UUID, Running] = {}
+        self._busy = 0
+        """Task functions still executing. A sync task past its timeout has its outcome
+        recorded and leaves ``_running``, but keeps its slot until its thread returns: the
+        thread cannot be stopped, and counting it free would queue the next task behind it."""
+        metrics.count_running(lambda: self._busy)
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._threads = TaskThreads(self.concurrency, loop, self._sync_returned)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - self._busy
+
+    @property
+    def unsettled(self) -> int:
+        """Claimed tasks whose outcome is not known yet."""
+        return len(self._running)
+
+    def claims(self) -> list[UUID]:
+        return list(self._running)
+
+    def get(self, claim_id: UUID) -> Running | None:
+        return self._running.get(claim_id)
+
+    def start(self, record: TaskRecord) -> None:
+        """Run a claimed task; one that cannot run at all (unknown task, arguments that do not
+        fit) fails at once, without taking a slot."""
+        assert record.claim_id is not None
+        series = self.metrics.of(record.queue_name, record.task_name)
+        series.claimed.inc()
+        waited = queue_wait(record)
+        series.queue_wait.observe(waited)
+        try:
+            call = prepare(record)
+        except Exception as error:
+            self.reporter.add(Finished(record, Failed(error, 0.0), as_backoff(None)))
+            return
+        self.reporter.events.started(record, waited)
+        running = Running(record, call)
+        self._running[record.claim_id] = running
+        self._busy += 1
+        if call.task.is_async:
+            running.async_task = self._loop.create_task(run_async(call))
+            running.async_task.add_done_callback(partial(self._async_returned, record.claim_id))
+            return
+        self._threads.submit(partial(_run_on_thread, record.claim_id, call))
+        if call.task.timeout is not None:
+            running.timer = self._loop.call_later(call.task.timeout, self._timed_out,
+                                                  record.claim_id)
+
+    def take_unsettled(self) -> list[Running]:
+        """Give up on the tasks still running, to put them back: their outcomes, if they ever
+        come, are dropped. Async tasks are cancelled; threads cannot be, and run on."""
+        unsettled = list(self._running.values())
+        self._running.clear()
+        for running in unsettled:
+            if running.timer is not None:
+                running.timer.cancel()
+            if running.async_task is not None:
+                running.async_task.cancel()
+        return unsettled
+
+    def _sync_returned(self, results: list[tuple[UUID, Result]]) -> None:
+        for claim_id, result in results:
+            self._returned(claim_id, result)
+
+    def _async_returned(self, claim_id: UUID, task: asyncio.Task[Result]) -> None:
+        # A task the worker cancelled at shutdown is no longer among the running ones, so its
+        # outcome is dropped below; one that cancelled itself (a library cancelled what it
+        # awaited) is a failure like any other.
+        result = (Failed(asyncio.CancelledError("the task was cancelled"), 0.0)
+                  if task.cancelled() else task.result())
+        self._returned(claim_id, result)
+
+    def _returned(self, claim_id: UUID, result: Result | None) -> None:
+        """A task function returned: its slot is free; report its outcome unless it timed out
+        or was put back meanwhile."""
+        self._busy -= 1
+        running = self._running.pop(claim_id, None)
+        if running is not None and result is not None:
+            if running.timer is not None:
+                running.timer.cancel()
+            self.reporter.add(Finished(running.record, result, running.call.task.retry_backoff,
+                                       running.claim_lost))
+        self.on_change()
+
+    def _timed_out(self, claim_id: UUID) -> None:
+        running = self._running.pop(claim_id, None)
+        if running is None:
+            return
+        task = running.call.task
+        self.reporter.events.note(
+            "task.timed_out", running.record, "task passed its timeout of %g s; its thread keeps "
+            "running and keeps its slot until the function returns", task.timeout,
+            duration=task.timeout)
+        self.reporter.add(Finished(running.record, Failed(timed_out(task), task.timeout or 0.0),
+                                   task.retry_backoff, running.claim_lost))
+        self.on_change()
+
+
+def _run_on_thread(claim_id: UUID, call: Call) -> tuple[UUID, Result]:
+    return claim_id, run_sync(call)

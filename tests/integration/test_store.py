@@ -1,0 +1,326 @@
+"""The store's statements against a real PostgreSQL: claim order, fencing, lost tasks, stats."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from kubetasks.identity import WorkerIdentity
+from kubetasks.request import EnqueueRequest
+from kubetasks.result import TaskResultStatus
+from kubetasks.store import CHANNEL, Outcome, Store
+
+NOW = datetime.now(UTC)
+
+
+def request(queue: str = "q", name: str = "t", *, priority: int = 0,
+            run_after: datetime | None = None, expected_at: datetime | None = None,
+            max_attempts: int = 1) -> EnqueueRequest:
+    return EnqueueRequest(task_name=name, queue_name=queue, priority=priority, args=[], kwargs={},
+                          context={}, run_after=run_after, expected_at=expected_at,
+                          max_attempts=max_attempts)
+
+
+def worker(pod: str = "pod-a", nonce: str = "n1") -> WorkerIdentity:
+    return WorkerIdentity(pod_name=pod, pod_uid=f"uid-{pod}", nonce=nonce)
+
+
+def test_claim_order_is_priority_then_deadline_then_run_after_then_id(store: Store) -> None:
+    past = NOW - timedelta(minutes=10)
+    ids = [r.id for r in store.enqueue([
+        request(priority=0),                                               # 0
+        request(priority=5),                                               # 1
+        request(priority=5, expected_at=NOW + timedelta(hours=2)),         # 2
+        request(priority=5, expected_at=NOW + timedelta(hours=1)),         # 3
+        request(priority=0, run_after=past),                               # 4
+        request(priority=9, run_after=NOW + timedelta(hours=1)),           # 5: not due
+        request(queue="other", priority=100),                              # 6: other queue
+    ])]
+
+    claimed = store.claim(["q"], 10, worker())
+
+    assert [r.id for r in claimed] == [ids[3], ids[2], ids[1], ids[4], ids[0]]
+    assert all(r.state == TaskResultStatus.RUNNING and r.attempts == 1 for r in claimed)
+    assert {r.worker_pod for r in claimed} == {"pod-a"}
+    assert len({r.claim_id for r in claimed}) == 5
+
+
+def test_claim_takes_at_most_limit(store: Store) -> None:
+    store.enqueue([request() for _ in range(5)])
+    assert len(store.claim(["q"], 2, worker())) == 2
+    assert len(store.claim(["q"], 10, worker())) == 3
+    assert store.claim(["q"], 10, worker()) == []
+
+
+def test_writes_are_fenced_on_the_claim(store: Store) -> None:
+    store.enqueue([request()])
+    first = store.claim(["q"], 1, worker("pod-a"))[0]
+    assert first.claim_id is not None
+    store.requeue_pod("uid-pod-a", reason="pod deleted", max_lost=3)
+    second = store.claim(["q"], 1, worker("pod-b"))[0]
+    assert second.claim_id is not None and second.claim_id != first.claim_id
+
+    # The zombie's late writes change nothing.
+    assert store.complete([Outcome(first.claim_id, json.dumps("late"), 1.0)]) == set()
+    assert store.fail(first.claim_id, json.dumps({"message": "late"})) is False
+    assert store.retry(first.claim_id, NOW, json.dumps({})) is False
+    assert store.heartbeat([first.claim_id, second.claim_id]) == {second.claim_id}
+
+    assert store.complete([Outcome(second.claim_id, json.dumps("fresh"), 1.0)]) == {second.claim_id}
+    done = store.get(second.id)
+    assert done.state == TaskResultStatus.SUCCESSFUL and done.return_value == "fresh"
+    assert done.worker_ids == ["pod-a/n1", "pod-b/n1"]
+
+
+def test_retry_and_fail_keep_errors(store: Store) -> None:
+    task_id = store.enqueue([request(max_attempts=2)])[0].id
+    claim = store.claim(["q"], 1, worker())[0].claim_id
+    assert claim is not None
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert store.retry(claim, later, json.dumps({"exception_class_path": "x.A", "traceback": "tb1"}))
+    retried = store.get(task_id)
+    assert retried.state == TaskResultStatus.READY and retried.run_after == later
+    assert store.claim(["q"], 1, worker()) == []  # not due yet
+
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET run_after = now() WHERE id = %s", (task_id,))
+    claim = store.claim(["q"], 1, worker())[0].claim_id
+    assert claim is not None
+    assert store.fail(claim, json.dumps({"exception_class_path": "x.B", "traceback": "tb2"}))
+    failed = store.get(task_id)
+    assert failed.state == TaskResultStatus.FAILED and failed.attempts == 2
+    assert [e.exception_class_path for e in failed.errors] == ["x.A", "x.B"]
+    assert failed.finished_at is not None
+
+
+def test_release_puts_back_without_burning_an_attempt(store: Store) -> None:
+    task_id = store.enqueue([request()])[0].id
+    claim = store.claim(["q"], 1, worker())[0].claim_id
+    assert store.release([claim] if claim else []) == 1
+    back = store.get(task_id)
+    assert back.state == TaskResultStatus.READY and back.attempts == 0 and back.lost_count == 0
+
+
+def test_requeue_of_a_restarted_pod_spares_the_live_process(store: Store) -> None:
+    store.enqueue([request(), request()])
+    old = store.claim(["q"], 1, worker("pod-a", nonce="old"))[0]
+    new = store.claim(["q"], 1, worker("pod-a", nonce="new"))[0]
+
+    moved = store.requeue_pod("uid-pod-a", reason="container restarted", max_lost=3,
+                              except_nonce="new")
+
+    assert [m.task_id for m in moved] == [old.id]
+    assert store.get(old.id).state == TaskResultStatus.READY
+    assert store.get(old.id).lost_count == 1
+    assert "container restarted" in store.get(old.id).errors[-1].message
+    assert store.get(new.id).state == TaskResultStatus.RUNNING
+
+
+def test_a_task_lost_too_often_fails_with_the_reason(store: Store) -> None:
+    task_id = store.enqueue([request()])[0].id
+    for _ in range(2):
+        store.claim(["q"], 1, worker())
+        store.requeue_pod("uid-pod-a", reason="OOMKilled", max_lost=1)
+    final = store.get(task_id)
+    assert final.state == TaskResultStatus.FAILED
+    assert final.lost_count == 2
+    assert "more than maxLost=1" in final.errors[-1].message
+    assert final.errors[-1].exception_class_path == "kubetasks.exceptions.TaskLost"
+
+
+def test_requeue_absent_pods_and_stale_heartbeats(store: Store) -> None:
+    store.enqueue([request(), request(), request()])
+    live = store.claim(["q"], 1, worker("live"))[0]
+    gone = store.claim(["q"], 1, worker("gone"))[0]
+    stale = store.claim(["q"], 1, worker("stale"))[0]
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '1 minute'")
+        conn.execute("UPDATE kubetasks_tasks SET heartbeat_at = now() - interval '10 minutes'"
+                     " WHERE id = %s", (stale.id,))
+
+    absent = store.requeue_absent_pods("q", ["uid-live", "uid-stale"], reason="pod gone", max_lost=3)
+    assert [t.task_id for t in absent] == [gone.id]
+    stale_moved = store.requeue_stale(timedelta(minutes=5), reason="no heartbeat", max_lost=3)
+    assert [t.task_id for t in stale_moved] == [stale.id]
+    assert store.get(live.id).state == TaskResultStatus.RUNNING
+
+
+def test_fresh_claims_of_unknown_pods_are_spared(store: Store) -> None:
+    store.enqueue([request()])
+    store.claim(["q"], 1, worker("new-pod"))
+    assert store.requeue_absent_pods("q", [], reason="pod gone", max_lost=3) == []
+
+
+def test_cancel_only_before_start(store: Store) -> None:
+    first, second = store.enqueue([request(), request()])
+    assert store.cancel(first.id) is True
+    assert store.get(first.id).state == TaskResultStatus.CANCELLED
+    claimed = store.claim(["q"], 10, worker())
+    assert [r.id for r in claimed] == [second.id]
+    assert store.cancel(second.id) is False
+
+
+def test_queue_stats(store: Store) -> None:
+    now = datetime.now(UTC)
+    store.enqueue([
+        request("a"), request("a"),
+        request("a", run_after=now + timedelta(hours=1)),
+        request("a", run_after=now, expected_at=now + timedelta(milliseconds=1)),
+        request("b"),
+    ])
+    store.claim(["b"], 1, worker())
+    import time
+    time.sleep(0.01)
+
+    stats = {s.queue_name: s for s in store.queue_stats()}
+    assert (stats["a"].ready, stats["a"].scheduled, stats["a"].running, stats["a"].overdue) == (3, 1, 0, 1)
+    assert (stats["b"].ready, stats["b"].running) == (0, 1)
+    assert [s.queue_name for s in store.queue_stats(["b"])] == ["b"]
+    assert store.busy_pods("b") == {"uid-pod-a": 1}
+
+
+def test_deadline_work_accumulates_estimates_in_claim_order(store: Store) -> None:
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("INSERT INTO kubetasks_durations (task_name, mean_seconds) VALUES ('slow', 10)")
+    store.enqueue([
+        request(name="slow", priority=1),                                        # 10 s, first
+        request(name="fast", expected_at=NOW + timedelta(hours=2)),              # 2 s default
+        request(name="slow", expected_at=NOW + timedelta(hours=1)),              # 10 s
+        request(name="fast"),                                                    # no deadline
+    ])
+
+    work = store.deadline_work("q", default_seconds=2.0)
+    assert store.backlog_work("q", default_seconds=2.0) == 24.0
+
+    assert [(w.estimate_seconds, w.work_seconds, w.position) for w in work] == [
+        (10.0, 20.0, 2), (2.0, 22.0, 3)]
+
+
+def test_a_task_name_that_never_finished_is_estimated_from_its_running_age(store: Store) -> None:
+    # Three "rebuild" tasks, none ever finished: one runs since 100 s ago, two wait.
+    store.enqueue([request(name="rebuild", expected_at=NOW + timedelta(hours=1)) for _ in range(3)])
+    (claim,) = store.claim(["q"], 1, worker())
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '100 seconds' "
+                     "WHERE state = 'RUNNING'")
+
+    # Twice the age: 200 s each, not the 1 s default that would call it 3 s of work.
+    assert store.backlog_work("q") == pytest.approx(600.0, rel=0.01)
+    assert [w.work_seconds for w in store.deadline_work("q")] == [
+        pytest.approx(200.0, rel=0.01), pytest.approx(400.0, rel=0.01)]
+
+    # Once one finishes, its learned duration is the estimate.
+    store.complete([Outcome(claim.claim_id, "null", 30.0)])
+    assert store.backlog_work("q") == pytest.approx(60.0)
+
+
+def test_complete_learns_mean_durations(store: Store) -> None:
+    store.enqueue([request(name="job") for _ in range(4)])
+    claims = store.claim(["q"], 4, worker())
+    store.complete([Outcome(c.claim_id, "null", seconds) for c, seconds in
+                    zip(claims, [1.0, 3.0], strict=False) if c.claim_id])
+    assert store.durations() == {"job": pytest.approx(2.0)}
+    store.complete([Outcome(c.claim_id, "null", 10.0) for c in claims[2:] if c.claim_id])
+    learned = store.durations()["job"]
+    assert 2.0 < learned <= 10.0
+
+
+def test_prune_deletes_only_finished_tasks_past_retention(store: Store) -> None:
+    records = store.enqueue([request() for _ in range(4)])
+    claims = store.claim(["q"], 3, worker())
+    store.complete([Outcome(c.claim_id, "1", 0.1) for c in claims[:2] if c.claim_id])
+    assert claims[2].claim_id is not None
+    store.fail(claims[2].claim_id, json.dumps({}))
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET finished_at = now() - interval '2 days'"
+                     " WHERE id = %s", (claims[0].id,))
+
+    assert store.prune(successful=timedelta(days=1), failed=timedelta(days=1)) == 1
+    remaining = {r.id for r in store.list_tasks(limit=10)}
+    assert remaining == {r.id for r in records} - {claims[0].id}
+    assert store.prune(successful=timedelta(0), failed=timedelta(0), batch=1, max_batches=1) == 1
+    assert store.prune(successful=timedelta(0), failed=timedelta(0)) == 1
+
+
+def test_enqueue_notifies_listeners_on_commit(store: Store) -> None:
+    received: list[str] = []
+    listener = store.connect()
+    listener.execute(f"LISTEN {CHANNEL}")
+
+    def listen() -> None:
+        for note in listener.notifies(timeout=5, stop_after=1):
+            received.append(note.payload)
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    store.enqueue([request("emails"), request("emails")])
+    thread.join()
+    listener.close()
+    assert received == ["emails"]
+
+
+def test_requeue_after_a_container_restart_takes_only_older_claims(store: Store) -> None:
+    store.enqueue([request(), request()])
+    before_restart = store.claim(["q"], 1, worker("pod-a", nonce="old"))[0]
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '1 minute'"
+                     " WHERE id = %s", (before_restart.id,))
+    restarted_at = datetime.now(UTC) - timedelta(seconds=1)
+    after_restart = store.claim(["q"], 1, worker("pod-a", nonce="new"))[0]
+
+    moved = store.requeue_pod("uid-pod-a", reason="container restarted (OOMKilled)", max_lost=3,
+                              claimed_before=restarted_at)
+
+    assert [m.task_id for m in moved] == [before_restart.id]
+    assert store.get(after_restart.id).state == TaskResultStatus.RUNNING
+
+
+def test_next_run_after_is_the_earliest_ready_time_of_the_queues(store: Store) -> None:
+    now = datetime.now(UTC)
+    store.enqueue([request("a", run_after=now + timedelta(hours=2)),
+                   request("b", run_after=now + timedelta(hours=1)),
+                   request("c", run_after=now + timedelta(minutes=1))])
+    assert store.next_run_after(["a", "b"]) == now + timedelta(hours=1)
+    assert store.next_run_after(["x"]) is None
+
+
+def test_the_absent_pod_sweep_leaves_other_deployments_workers_alone(store: Store) -> None:
+    store.enqueue([request(), request()])
+    mine = store.claim(["q"], 1, worker("emails-worker-abc"))[0]
+    other = store.claim(["q"], 1, worker("laptop"))[0]
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET last_attempted_at = now() - interval '1 minute'")
+
+    moved = store.requeue_absent_pods("q", [], reason="pod gone", max_lost=3,
+                                      pod_name_prefix="emails-worker-")
+
+    assert [t.task_id for t in moved] == [mine.id]
+    assert store.get(other.id).state == TaskResultStatus.RUNNING
+
+
+def test_a_task_past_its_deadline_can_still_be_retried(store: Store) -> None:
+    now = datetime.now(UTC)
+    task_id = store.enqueue([request(expected_at=now + timedelta(seconds=1), max_attempts=3)])[0].id
+    claim = store.claim(["q"], 1, worker())[0].claim_id
+    assert claim is not None
+
+    assert store.retry(claim, now + timedelta(minutes=5), json.dumps({"message": "try later"}))
+    assert store.get(task_id).state == TaskResultStatus.READY
+
+
+def test_a_deadline_set_a_moment_ago_is_accepted(store: Store) -> None:
+    just_now = datetime.now(UTC) - timedelta(milliseconds=1)  # the database's now() is later
+    record = store.enqueue([request(expected_at=just_now)])[0]
+    assert record.run_after == just_now
+
+
+def test_a_column_added_by_a_newer_migration_does_not_break_reads(store: Store) -> None:
+    task_id = store.enqueue([request()])[0].id
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("ALTER TABLE kubetasks_tasks ADD COLUMN added_later text DEFAULT 'x'")
+    assert store.get(task_id).id == task_id
+    assert [r.id for r in store.claim(["q"], 1, worker())] == [task_id]
