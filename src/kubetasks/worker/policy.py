@@ -54,17 +54,19 @@ FailureDecision = RetryAt | FailTask | PutBack
 
 
 def after_failure(error: BaseException, *, attempt: int, max_attempts: int, backoff: Backoff,
-                  now: datetime, enqueued_at: datetime | None = None) -> FailureDecision:
+                  now: datetime, enqueued_at: datetime | None = None,
+                  unknown_task_grace: timedelta = UNKNOWN_TASK_GRACE) -> FailureDecision:
     """What to do with a task whose attempt number ``attempt`` raised ``error``.
 
     A task this worker does not know is put back while it is younger than
-    ``UNKNOWN_TASK_GRACE`` (a newer worker may know it). Final errors fail at once; otherwise
+    ``unknown_task_grace`` (a newer worker may know it; 0 fails it at once, as Django's
+    workers do). Final errors fail at once; otherwise
     the task runs again while attempts are left, after the task's backoff for that attempt, or
     after ``Retry(delay=...)`` when the task asked for one (which still counts against
     ``max_attempts``).
     """
     if (isinstance(error, UnknownTaskError) and enqueued_at is not None
-            and now - enqueued_at < UNKNOWN_TASK_GRACE):
+            and now - enqueued_at < unknown_task_grace):
         return PutBack(now + UNKNOWN_TASK_RETRY)
     if isinstance(error, FINAL_ERRORS):
         return FailTask(f"{type(error).__name__} cannot be mended by another attempt")

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from kubetasks.backoff import Backoff
 from kubetasks.execution import error_from_exception
@@ -22,6 +22,7 @@ from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.events import TaskEvents
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import (
+    UNKNOWN_TASK_GRACE,
     PutBack,
     RetryAt,
     after_failure,
@@ -46,12 +47,14 @@ class Reporter:
     """Collects finished attempts on the event loop and writes them from a thread."""
 
     def __init__(self, store: Store, metrics: WorkerMetrics, *, worker_id: str,
-                 after_failures: Callable[[], None]) -> None:
+                 after_failures: Callable[[], None],
+                 unknown_task_grace: timedelta = UNKNOWN_TASK_GRACE) -> None:
         """``after_failures`` is called once failed attempts are written: a retry scheduled
         then may be due before the claim loop's next poll."""
         self.store = store
         self.metrics = metrics
         self.worker_id = worker_id
+        self.unknown_task_grace = unknown_task_grace
         self.events = TaskEvents(worker_id)
         self.after_failures = after_failures
         self._pending: list[Finished] = []
@@ -183,7 +186,8 @@ class Reporter:
         series.duration.observe(result.seconds)
         decision = after_failure(result.error, attempt=record.attempts,
                                  max_attempts=record.max_attempts, backoff=finished.backoff,
-                                 now=datetime.now(UTC), enqueued_at=record.enqueued_at)
+                                 now=datetime.now(UTC), enqueued_at=record.enqueued_at,
+                                 unknown_task_grace=self.unknown_task_grace)
         error = self._error_json(result.error, attempt=record.attempts)
         if isinstance(decision, PutBack):
             held = self.store.postpone(record.claim_id, decision.run_after)

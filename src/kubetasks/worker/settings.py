@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
 import click
 
 from kubetasks.exceptions import ConfigurationError
-from kubetasks.parsing import parse_bool, parse_names, parse_port
+from kubetasks.parsing import parse_bool, parse_duration, parse_names, parse_port
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +67,10 @@ class WorkerSettings:
     heartbeat_interval: float = 10.0
     grace_period: float = 25.0
     max_lost: int = 3
+    unknown_task_grace: timedelta = timedelta(minutes=10)
+    """How long after its enqueue a task naming no imported task is put back (every 15 s,
+    uncounted) before it fails: during a rollout a newer worker may know it. 0 fails it at
+    once, as Django's own workers do."""
     health_host: str = "0.0.0.0"
     health_port: int = 8000
     requeue_on_start: bool = True
@@ -138,6 +143,9 @@ class WorkerSettings:
                               "--grace-period", parse_grace, cls.grace_period),
             max_lost=pick(args.max_lost, "KUBETASKS_WORKER_MAX_LOST", "--max-lost",
                           parse_max_lost, cls.max_lost),
+            unknown_task_grace=pick(args.unknown_task_grace,
+                                    "KUBETASKS_WORKER_UNKNOWN_TASK_GRACE", "--unknown-task-grace",
+                                    parse_unknown_task_grace, cls.unknown_task_grace),
             health_host=args.health_host or env.get("KUBETASKS_HEALTH_HOST") or cls.health_host,
             health_port=pick(args.health_port, "KUBETASKS_HEALTH_PORT", "--health-port",
                              parse_port, cls.health_port),
@@ -180,6 +188,10 @@ WORKER_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] =
     click.option("--max-lost", metavar="N",
                  help="A task lost more often than this ends FAILED when put back at start "
                       "(env KUBETASKS_WORKER_MAX_LOST; default 3)."),
+    click.option("--unknown-task-grace", metavar="DURATION",
+                 help="How long after its enqueue a task naming no imported task is put back "
+                      "for a newer worker before it fails, e.g. 10m; 0 fails it at once "
+                      "(env KUBETASKS_WORKER_UNKNOWN_TASK_GRACE; default 10m)."),
     click.option("--health-host", metavar="HOST",
                  help="Address of /healthz, /readyz, /metrics "
                       "(env KUBETASKS_HEALTH_HOST; default 0.0.0.0)."),
@@ -254,6 +266,13 @@ def parse_seconds(text: str) -> float:
         value = -1.0
     if not 0 < value < float("inf"):
         raise ValueError("use a number of seconds > 0, e.g. 0.5")
+    return value
+
+
+def parse_unknown_task_grace(text: str) -> timedelta:
+    value = parse_duration(text)
+    if value < timedelta(0):
+        raise ValueError("use a duration >= 0, e.g. 10m, or 0 to fail such a task at once")
     return value
 
 

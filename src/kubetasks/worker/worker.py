@@ -42,7 +42,8 @@ class Worker:
         self.health = health
         self._wake = asyncio.Event()
         self._reporter = Reporter(store, metrics, worker_id=identity.worker_id,
-                                  after_failures=self._wake.set)
+                                  after_failures=self._wake.set,
+                                  unknown_task_grace=settings.unknown_task_grace)
         self._slots = Slots(settings.concurrency, reporter=self._reporter, metrics=metrics,
                             on_change=self._wake.set)
         self._stopping = False
