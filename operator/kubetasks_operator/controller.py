@@ -170,6 +170,9 @@ class QueueController:
     registered: tuple[Schedule, ...] | None = None
     """The schedules last registered from the spec; None: not yet."""
 
+    def __post_init__(self) -> None:
+        queue_metrics.start_queue(self.namespace, self.name)
+
     @property
     def deployment(self) -> str:
         return deployment_name(self.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge, disable_created_metrics
 
@@ -36,6 +36,8 @@ ERRORS = Counter("kubetasks_operator_errors",
                  "Failed steps by kind: reconcile (the worker Deployment), database, "
                  "kubernetes_api (another API call), other", (*LABELS, "kind"))
 ErrorKind = Literal["reconcile", "database", "kubernetes_api", "other"]
+SIGNALS = ("pod", "sweep")
+"""How a lost task was found: its pod's end seen (handlers), or the periodic sweep."""
 
 BUILD_INFO = Gauge("kubetasks_operator_build_info",
                    "Always 1; the kubetasks version this operator runs", ["version"])
@@ -60,6 +62,15 @@ def record(namespace: str, taskqueue: str, stats: QueueStats, ready: int, decisi
     OVERDUE.labels(namespace, taskqueue).set(stats.overdue)
     AT_RISK.labels(namespace, taskqueue).set(at_risk)
     OLDEST_READY.labels(namespace, taskqueue).set(oldest_ready_seconds)
+
+
+def start_queue(namespace: str, taskqueue: str) -> None:
+    """The TaskQueue's counters at 0 from the first scrape: a counter that appears at its first
+    increment has no earlier sample, and ``increase()`` and ``rate()`` would miss that step."""
+    for signal in SIGNALS:
+        REQUEUED.labels(namespace, taskqueue, signal)
+    for kind in get_args(ErrorKind):
+        ERRORS.labels(namespace, taskqueue, kind)
 
 
 def count_error(namespace: str, taskqueue: str, kind: ErrorKind) -> None:

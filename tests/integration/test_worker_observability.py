@@ -72,6 +72,10 @@ def test_metrics_parse_and_show_the_process_the_version_and_the_slots(
     assert value(samples, "kubetasks_worker_tasks_succeeded_total{queue=observed,task_name="
                           "tests.integration.observed_tasks.double}") == 1
     assert value(samples, "kubetasks_worker_tasks_claimed_total{queue=observed}") == 2
+    # Counters of the worker's queue are there at 0 before anything happened to them, so that
+    # increase() sees their first step.
+    assert value(samples, "kubetasks_worker_tasks_released_total{queue=observed}") == 0
+    assert value(samples, "kubetasks_worker_claims_lost_total{queue=observed}") == 0
     assert not [key for key in samples if "_created" in key]
     assert "_created" not in text
 

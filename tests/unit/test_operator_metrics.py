@@ -68,6 +68,17 @@ def test_a_step_publishes_the_oldest_ready_age_and_the_deadlines_at_risk() -> No
     assert sample("kubetasks_operator_deadlines_at_risk", **labels) == 0
 
 
+def test_a_taskqueue_s_counters_are_at_zero_before_their_first_increment() -> None:
+    QueueController(kube=FakeKube(), store=FakeStore(), namespace="fresh", name="q", queue_name="q",
+                    spec=parse_spec(SPEC), post_event=lambda *event: None)
+    for signal in ("pod", "sweep"):
+        assert sample("kubetasks_operator_requeued_tasks_total", namespace="fresh", taskqueue="q",
+                      signal=signal) == 0
+    for kind in ("reconcile", "database", "kubernetes_api", "other"):
+        assert sample("kubetasks_operator_errors_total", namespace="fresh", taskqueue="q",
+                      kind=kind) == 0
+
+
 def test_errors_are_counted_by_kind() -> None:
     before = sample("kubetasks_operator_errors_total", namespace="n", taskqueue="q",
                     kind="database") or 0

@@ -6,7 +6,7 @@ Every name, label and meaning is listed in ``docs/observability.md``.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -61,7 +61,7 @@ class WorkerMetrics:
     """Counters of what this worker process did, by queue and task name; its slots; and the
     process itself (CPU, memory, open files, start time) with the kubetasks version."""
 
-    def __init__(self, *, slots: int = 0) -> None:
+    def __init__(self, *, slots: int = 0, queues: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         by_queue, by_task = ["queue"], ["queue", "task_name"]
@@ -101,6 +101,15 @@ class WorkerMetrics:
         Gauge("kubetasks_worker_slots", "Slots of this worker (--concurrency)",
               registry=r).set(slots)
         self._series: dict[tuple[str, str], TaskSeries] = {}
+        for queue in queues:
+            self.start_queue(queue)
+
+    def start_queue(self, queue: str) -> None:
+        """The queue's series at 0 from the first scrape: a counter that appears at its first
+        increment has no earlier sample, and ``increase()`` and ``rate()`` would miss that step."""
+        for counter in (self.claimed, self.released, self.claims_lost, self.lost_returned):
+            counter.labels(queue)
+        self.queue_wait.labels(queue)
 
     def of(self, queue: str, task_name: str) -> TaskSeries:
         """The children a task of ``task_name`` on ``queue`` counts into, made on first use."""
