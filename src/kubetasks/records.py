@@ -146,3 +146,16 @@ class RequeuedTask:
     state: TaskResultStatus
     attempt: int = 0
     """The attempt that was lost (0 where unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LostTask:
+    """A RUNNING task whose worker is gone, before it is put back: what ``kubetasks requeue``
+    shows and what it needs to put the task back (its claim) or fail it (its lost count)."""
+
+    task_id: int
+    queue_name: str
+    task_name: str
+    claim_id: UUID
+    worker_pod: str | None
+    lost_count: int

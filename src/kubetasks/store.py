@@ -29,7 +29,14 @@ from kubetasks.exceptions import (
 )
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
-from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask, TaskRecord
+from kubetasks.records import (
+    DeadlineWork,
+    LostTask,
+    QueueSettings,
+    QueueStats,
+    RequeuedTask,
+    TaskRecord,
+)
 from kubetasks.request import EnqueueRequest, check_queue_name
 from kubetasks.result import TaskError, TaskResultStatus
 from kubetasks.schedules import DueSchedule, RegisteredSchedule, Schedule, first_tick
@@ -474,12 +481,13 @@ class Store:
         return _settings(rows[0])
 
     def running_to_requeue(self, *, pod_uid: str | None = None, stale: timedelta | None = None,
-                           queue_name: str | None = None) -> list[TaskRecord]:
+                           queue_name: str | None = None) -> list[LostTask]:
         """RUNNING tasks of the pod ``pod_uid``, or whose heartbeat is older than ``stale``: what
         ``kubetasks requeue`` shows, then puts back with ``requeue_claims`` in batches."""
         rows = self._rows("running_tasks_to_requeue", {
             "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
-        return [TaskRecord.from_row(row) for row in rows]
+        return [LostTask(r["id"], r["queue_name"], r["task_name"], r["claim_id"], r["worker_pod"],
+                         r["lost_count"]) for r in rows]
 
     # -- statistics and housekeeping ---------------------------------------------------
 

@@ -18,7 +18,7 @@ from kubetasks.commands.options import (
 from kubetasks.commands.output import Table, emit, progress
 from kubetasks.migrations import migrate as apply_schema
 from kubetasks.parsing import format_duration
-from kubetasks.records import TaskRecord
+from kubetasks.records import LostTask
 from kubetasks.store import Store
 
 MIN_STALE = timedelta(minutes=1)
@@ -60,22 +60,23 @@ def requeue(pod_uid: str | None, stale: timedelta, queue: str | None, max_lost: 
     with open_store() as store:
         lost = store.running_to_requeue(pod_uid=pod_uid, stale=None if pod_uid else stale,
                                         queue_name=queue)
-        states = {t.id: "FAILED" if t.lost_count + 1 > max_lost else "READY" for t in lost}
+        states = {t.task_id: "FAILED" if t.lost_count + 1 > max_lost else "READY" for t in lost}
         if not dry_run:
             states = _requeue_in_batches(store, lost, pod_uid=pod_uid, max_lost=max_lost)
-    moved = [t for t in lost if t.id in states]
-    rows = [{"id": t.id, "queue": t.queue_name, "task": t.task_name, "worker": t.worker_pod,
-             "state": states[t.id]} for t in moved]
+    moved = [t for t in lost if t.task_id in states]
+    rows = [{"id": t.task_id, "queue": t.queue_name, "task": t.task_name, "worker": t.worker_pod,
+             "state": states[t.task_id]} for t in moved]
     verb = "would requeue" if dry_run else "requeued"
     emit(globals_().output_format, {"requeued": len(rows), "dry_run": dry_run, "tasks": rows},
          table=Table(["ID", "QUEUE", "TASK", "WORKER", "STATE"],
-                     [[str(t.id), t.queue_name, t.task_name, t.worker_pod or "-", states[t.id]]
+                     [[str(t.task_id), t.queue_name, t.task_name, t.worker_pod or "-",
+                       states[t.task_id]]
                       for t in moved], colour_column=4),
          text=f"{verb} {len(rows)} tasks")
     return 0
 
 
-def _requeue_in_batches(store: Store, lost: list[TaskRecord], *, pod_uid: str | None,
+def _requeue_in_batches(store: Store, lost: list[LostTask], *, pod_uid: str | None,
                         max_lost: int) -> dict[int, str]:
     """Put the tasks back, ``BATCH`` claims per statement; a task that finished meanwhile is
     left alone (the statement is fenced on its claim). Their new states, by id."""
@@ -84,7 +85,7 @@ def _requeue_in_batches(store: Store, lost: list[TaskRecord], *, pod_uid: str | 
     states: dict[int, str] = {}
     with progress(len(lost), "requeueing") as bar:
         for start in range(0, len(lost), BATCH):
-            batch = [t.claim_id for t in lost[start:start + BATCH] if t.claim_id]
+            batch = [t.claim_id for t in lost[start:start + BATCH]]
             for task in store.requeue_claims(batch, reason=reason, max_lost=max_lost):
                 states[task.task_id] = str(task.state)
             bar.update(len(batch))
