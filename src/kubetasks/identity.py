@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 import socket
@@ -34,3 +35,12 @@ class WorkerIdentity:
             pod_uid=env.get("POD_UID") or f"host:{pod_name}",
             nonce=secrets.token_hex(6),
         )
+
+
+def requester() -> str:
+    """Who cancels a task, when the caller does not say: ``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"

@@ -40,6 +40,10 @@ class TaskRecord:
     worker_ids: list[str]
     return_value: JSON
     errors: list[TaskError]
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+    trace_context: dict[str, str] | None = None
+    """The W3C trace context current at enqueue (``traceparent``, ``tracestate``), if any."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TaskRecord:
@@ -61,6 +65,7 @@ def to_result(record: TaskRecord, backend: ResultSource) -> TaskResult[Any]:
         last_attempted_at=record.last_attempted_at, finished_at=record.finished_at,
         attempts=record.attempts, max_attempts=record.max_attempts,
         lost_count=record.lost_count, errors=record.errors, worker_ids=record.worker_ids,
+        cancelled_at=record.cancelled_at, cancelled_by=record.cancelled_by,
         _return_value=record.return_value,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +18,7 @@ class ResultSource(Protocol):
     """Where a result is read back from: every backend is one."""
 
     def get_result(self, result_id: str) -> TaskResult[Any]: ...
+    def cancel(self, result_id: str, *, by: str | None = None) -> bool: ...
 
 
 class TaskResultStatus(StrEnum):
@@ -99,6 +101,10 @@ class TaskResult(Generic[T]):
     lost_count: int = 0
     errors: list[TaskError] = field(default_factory=list)
     worker_ids: list[str] = field(default_factory=list)
+    cancelled_at: datetime | None = None
+    """When cancelling the task was asked for (it may still be RUNNING until its worker stops it)."""
+    cancelled_by: str | None = None
+    """Who asked: ``user@host`` unless the caller said."""
     _return_value: JSON = field(default=None, repr=False)
 
     @property
@@ -123,6 +129,20 @@ class TaskResult(Generic[T]):
     async def arefresh(self) -> None:
         await asyncio.to_thread(self.refresh)
 
+    def cancel(self, *, by: str | None = None) -> bool:
+        """Cancel the task, recording who asked (``by``, default ``user@host``) and when, and
+        reload this result. A READY task ends CANCELLED at once. A RUNNING one is stopped by
+        its worker within a heartbeat: an ``async def`` task is cancelled, a sync one sees
+        ``context.cancelled`` (it cannot be interrupted); either way it ends CANCELLED and is
+        not retried. False if the task had already finished, or was already being cancelled.
+        """
+        cancelled = self.backend.cancel(self.id, by=by)
+        self.refresh()
+        return cancelled
+
+    async def acancel(self, *, by: str | None = None) -> bool:
+        return await asyncio.to_thread(self.cancel, by=by)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TaskResult) and (other.id, other.backend) == (self.id, self.backend)
 
@@ -136,7 +156,16 @@ class TaskContext:
 
     task_result: TaskResult[Any]
     context: dict[str, JSON]
+    cancellation: threading.Event = field(default_factory=threading.Event, repr=False,
+                                          compare=False)
+    """Set by the worker when someone cancels the running task."""
 
     @property
     def attempt(self) -> int:
         return self.task_result.attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether someone asked to cancel this task while it runs: a long sync task checks it
+        between steps and returns (or raises) early; the task then ends CANCELLED."""
+        return self.cancellation.is_set()

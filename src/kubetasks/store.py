@@ -27,7 +27,7 @@ from kubetasks.exceptions import (
     TaskLost,
     TaskResultDoesNotExist,
 )
-from kubetasks.identity import WorkerIdentity
+from kubetasks.identity import WorkerIdentity, requester
 from kubetasks.queries import query
 from kubetasks.records import (
     DeadlineWork,
@@ -237,10 +237,17 @@ class Store:
         rows = self._rows("list_tasks", {"queue_name": queue_name, "state": state, "limit": limit})
         return [TaskRecord.from_row(row) for row in rows]
 
-    def cancel(self, task_id: int | str, *,
+    def cancel(self, task_id: int | str, *, by: str | None = None,
                connection: psycopg.Connection[Any] | None = None) -> bool:
-        """Cancel a task that has not started; False if it is no longer READY."""
-        return bool(self._rows("cancel_task", {"id": _task_id(task_id)}, connection))
+        """Cancel a task, recording ``by`` (default ``user@host``) and when: a READY one ends
+        CANCELLED at once; for a RUNNING one the request is recorded and its worker stops it
+        within a heartbeat. False if it has finished or is already being cancelled."""
+        return bool(self._rows("cancel_task", {"id": _task_id(task_id), "by": by or requester()},
+                               connection))
+
+    def cancel_running(self, claim_id: UUID) -> bool:
+        """End CANCELLED a task the worker stopped on request; False if the claim was lost."""
+        return bool(self._rows("cancel_running", {"claim_id": claim_id}))
 
     def rerun(self, task_id: int | str, *,
               connection: psycopg.Connection[Any] | None = None) -> bool:
@@ -317,10 +324,17 @@ class Store:
 
     def heartbeat(self, claim_ids: Iterable[UUID]) -> set[UUID]:
         """Refresh the heartbeat; returns the claims still held."""
+        return self.keep_claims(claim_ids)[0]
+
+    def keep_claims(self, claim_ids: Iterable[UUID]) -> tuple[set[UUID], set[UUID]]:
+        """Refresh the heartbeat; returns the claims still held, and those of them whose task
+        someone asked to cancel."""
         ids = list(claim_ids)
         if not ids:
-            return set()
-        return {row["claim_id"] for row in self._rows("heartbeat", {"claim_ids": ids})}
+            return set(), set()
+        rows = self._rows("heartbeat", {"claim_ids": ids})
+        return ({row["claim_id"] for row in rows},
+                {row["claim_id"] for row in rows if row["cancel_requested"]})
 
     def release(self, claim_ids: Iterable[UUID]) -> int:
         """Put back unfinished tasks on a clean shutdown, without counting an attempt."""

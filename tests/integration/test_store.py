@@ -155,13 +155,36 @@ def test_fresh_claims_of_unknown_pods_are_spared(store: Store) -> None:
     assert store.requeue_absent_pods("q", [], reason="pod gone", max_lost=3) == []
 
 
-def test_cancel_only_before_start(store: Store) -> None:
+def test_cancel_ends_a_ready_task_and_asks_the_worker_of_a_running_one(store: Store) -> None:
     first, second = store.enqueue([request(), request()])
-    assert store.cancel(first.id) is True
+    assert store.cancel(first.id, by="ops") is True
     assert store.get(first.id).state == TaskResultStatus.CANCELLED
     claimed = store.claim(["q"], 10, worker())
     assert [r.id for r in claimed] == [second.id]
+    claim = claimed[0].claim_id
+    assert claim is not None
+    assert store.keep_claims([claim]) == ({claim}, set())
+
+    assert store.cancel(second.id, by="ops") is True
+    assert store.cancel(second.id) is False  # already asked
+    running = store.get(second.id)
+    assert (running.state, running.cancelled_by) == (TaskResultStatus.RUNNING, "ops")
+    assert store.keep_claims([claim]) == ({claim}, {claim})  # the worker learns of it
+
+    assert store.cancel_running(claim) is True
+    assert store.get(second.id).state == TaskResultStatus.CANCELLED
     assert store.cancel(second.id) is False
+
+
+def test_a_task_asked_to_cancel_is_not_retried_nor_put_back(store: Store) -> None:
+    tasks = store.enqueue([request(), request(), request()])
+    claims = [r.claim_id for r in store.claim(["q"], 10, worker()) if r.claim_id is not None]
+    for task in tasks:
+        store.cancel(task.id)
+    store.retry(claims[0], datetime.now(UTC), '{"message": "failed"}')
+    store.release([claims[1]])
+    store.requeue_claims([claims[2]], reason="pod gone", max_lost=3)
+    assert [store.get(t.id).state for t in tasks] == [TaskResultStatus.CANCELLED] * 3
 
 
 def test_queue_stats(store: Store) -> None:

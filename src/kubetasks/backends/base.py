@@ -15,6 +15,7 @@ from kubetasks.exceptions import (
     InvalidTaskError,
     TaskResultDoesNotExist,
 )
+from kubetasks.identity import requester
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResult, TaskResultStatus
 
@@ -66,6 +67,11 @@ class Backend(ABC):
     @abstractmethod
     def get_result(self, result_id: str) -> TaskResult[Any]:
         """The current state of a task; ``TaskResultDoesNotExist`` if there is none."""
+
+    @abstractmethod
+    def cancel(self, result_id: str, *, by: str | None = None) -> bool:
+        """Cancel a task (``TaskResult.cancel``); False if it has finished or is already being
+        cancelled."""
 
     def close(self) -> None:
         """Release connections. The backend must not be used afterwards."""
@@ -128,6 +134,18 @@ class MemoryBackend(Backend):
             holder = self.unique_holder(request, "return")
             out.append((holder, False) if holder is not None else (self.record(request), True))
         return out
+
+    def cancel(self, result_id: str, *, by: str | None = None) -> bool:
+        """A READY result (the dummy backend's) ends CANCELLED; the immediate backend's have
+        all run by the time the caller holds them."""
+        result = self.get_result(result_id)
+        with self._lock:
+            if result.status != TaskResultStatus.READY:
+                return False
+            result.status = TaskResultStatus.CANCELLED
+            result.finished_at = result.cancelled_at = datetime.now(UTC)
+            result.cancelled_by = by or requester()
+        return True
 
     def record(self, request: EnqueueRequest) -> TaskResult[Any]:
         now = datetime.now(UTC)

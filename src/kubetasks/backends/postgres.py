@@ -40,5 +40,8 @@ class PostgresBackend(Backend):
     def get_result(self, result_id: str) -> TaskResult[Any]:
         return to_result(self.store.get(result_id), self)
 
+    def cancel(self, result_id: str, *, by: str | None = None) -> bool:
+        return self.store.cancel(result_id, by=by)
+
     def close(self) -> None:
         self.store.close()

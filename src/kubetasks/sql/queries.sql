@@ -152,8 +152,11 @@ WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
 
 -- name: retry_task
+-- A task whose cancellation was asked for meanwhile is not retried: it ends CANCELLED.
 UPDATE kubetasks_tasks
-SET state = 'READY', errors = errors || jsonb_build_array(%(error)s::jsonb),
+SET state = CASE WHEN cancelled_at IS NULL THEN 'READY' ELSE 'CANCELLED' END::kubetasks_state,
+    finished_at = CASE WHEN cancelled_at IS NOT NULL THEN now() END,
+    errors = errors || jsonb_build_array(%(error)s::jsonb),
     run_after = %(run_after)s, claim_id = NULL, heartbeat_at = NULL
 WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
@@ -167,14 +170,18 @@ WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
 
 -- name: heartbeat
+-- Also tells the worker which of its tasks someone asked to cancel (cancel_task).
 UPDATE kubetasks_tasks SET heartbeat_at = now()
 WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
-RETURNING claim_id;
+RETURNING claim_id, cancelled_at IS NOT NULL AS cancel_requested;
 
 -- name: release_tasks
 -- Put back unfinished work on a clean shutdown: the attempt did not happen.
+-- A task whose cancellation was asked for ends CANCELLED instead.
 UPDATE kubetasks_tasks
-SET state = 'READY', attempts = greatest(attempts - 1, 0), claim_id = NULL, heartbeat_at = NULL
+SET state = CASE WHEN cancelled_at IS NULL THEN 'READY' ELSE 'CANCELLED' END::kubetasks_state,
+    finished_at = CASE WHEN cancelled_at IS NOT NULL THEN now() END,
+    attempts = greatest(attempts - 1, 0), claim_id = NULL, heartbeat_at = NULL
 WHERE claim_id = ANY(%(claim_ids)s) AND state = 'RUNNING'
 RETURNING id, queue_name;
 
@@ -216,8 +223,9 @@ ORDER BY id;
 -- %(error)s is the TaskLost error as Python shapes it (TaskError.to_json); each row adds what
 -- only it knows: its attempt, the worker that held it, and how often it was lost.
 UPDATE kubetasks_tasks
-SET state = CASE WHEN lost_count + 1 > %(max_lost)s THEN 'FAILED' ELSE 'READY' END::kubetasks_state,
-    finished_at = CASE WHEN lost_count + 1 > %(max_lost)s THEN now() END,
+SET state = CASE WHEN cancelled_at IS NOT NULL THEN 'CANCELLED'
+                 WHEN lost_count + 1 > %(max_lost)s THEN 'FAILED' ELSE 'READY' END::kubetasks_state,
+    finished_at = CASE WHEN cancelled_at IS NOT NULL OR lost_count + 1 > %(max_lost)s THEN now() END,
     lost_count = lost_count + 1,
     attempts = greatest(attempts - 1, 0),
     errors = errors || jsonb_build_array(%(error)s::jsonb || jsonb_build_object(
@@ -235,8 +243,20 @@ RETURNING id, queue_name, task_name, state, attempts + 1 AS attempt;
 SELECT pg_notify(%(channel)s, q) FROM unnest(%(queue_names)s::text[]) AS q;
 
 -- name: cancel_task
-UPDATE kubetasks_tasks SET state = 'CANCELLED', finished_at = now()
-WHERE id = %(id)s AND state = 'READY'
+-- A READY task ends CANCELLED at once. For a RUNNING one the request is recorded: its worker
+-- learns of it with its next heartbeat, stops the task and ends it CANCELLED (cancel_running).
+UPDATE kubetasks_tasks
+SET state = CASE WHEN state = 'READY' THEN 'CANCELLED' ELSE state END::kubetasks_state,
+    finished_at = CASE WHEN state = 'READY' THEN now() END,
+    cancelled_at = now(), cancelled_by = %(by)s
+WHERE id = %(id)s AND (state = 'READY' OR (state = 'RUNNING' AND cancelled_at IS NULL))
+RETURNING id;
+
+-- name: cancel_running
+-- The worker stopped a task whose cancellation was asked for (fenced on its claim).
+UPDATE kubetasks_tasks
+SET state = 'CANCELLED', finished_at = now(), claim_id = NULL, heartbeat_at = NULL
+WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
 
 -- name: rerun_task

@@ -31,7 +31,14 @@ class Failed:
     seconds: float
 
 
-Result = Succeeded | Failed
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The attempt ended, however, after someone asked to cancel the task: it ends CANCELLED."""
+
+    seconds: float
+
+
+Result = Succeeded | Failed | Cancelled
 
 
 @dataclass(frozen=True, slots=True)

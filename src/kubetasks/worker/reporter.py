@@ -18,7 +18,7 @@ from kubetasks.execution import error_from_exception
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskError
 from kubetasks.store import DATABASE_AWAY, DatabaseError, Outcome, Store
-from kubetasks.worker.attempt import Failed, Result, Succeeded
+from kubetasks.worker.attempt import Cancelled, Failed, Result, Succeeded
 from kubetasks.worker.events import TaskEvents
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import (
@@ -133,6 +133,8 @@ class Reporter:
         try:
             if isinstance(finished.result, Succeeded):
                 self._complete([finished])
+            elif isinstance(finished.result, Cancelled):
+                self._cancelled(finished)
             else:
                 self._fail_or_retry(finished)
         except DATABASE_AWAY:
@@ -143,6 +145,15 @@ class Reporter:
                              "FAILED instead", level=logging.ERROR, exc_info=True,
                              duration=finished.result.seconds)
             self._fail_unwritable(finished, error)
+
+    def _cancelled(self, finished: Finished) -> None:
+        record = finished.record
+        assert record.claim_id is not None
+        if self.store.cancel_running(record.claim_id):
+            self.events.note("task.cancelled", record, "task cancelled on request",
+                             level=logging.INFO, duration=finished.result.seconds)
+        else:
+            self._claim_was_lost(finished)
 
     def _fail_unwritable(self, finished: Finished, error: Exception) -> None:
         record = finished.record
