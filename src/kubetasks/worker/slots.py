@@ -8,7 +8,7 @@ threads, ``async def`` tasks on the loop itself.
 from __future__ import annotations
 
 import asyncio
-import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,11 +16,20 @@ from uuid import UUID
 
 from kubetasks.backoff import as_backoff
 from kubetasks.records import TaskRecord
-from kubetasks.worker.attempt import Call, Cancelled, Failed, Result, prepare, run_async, run_sync, timed_out
+from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import queue_wait
 from kubetasks.worker.reporter import Finished, Reporter
 from kubetasks.worker.threads import TaskThreads
+
+SHORT_TASK_SECONDS = 0.1
+"""While the tasks that end average less than this, a worker claims ahead: up to its concurrency
+more tasks wait, already claimed, for the next free slot, so the next claim's round trip runs
+while the current tasks do. A waiting task starts within about this long; longer tasks are left
+in the queue for other workers."""
+
+DURATION_WEIGHT = 0.1
+"""Weight of the latest task's duration in the running mean that decides claiming ahead."""
 
 
 @dataclass(eq=False)
@@ -32,8 +41,6 @@ class Running:
     timer: asyncio.TimerHandle | None = None
     async_task: asyncio.Task[Result] | None = None
     claim_lost: bool = False
-    cancelled: bool = False
-    """Someone asked to cancel the task: whatever it returns, it ends CANCELLED."""
 
 
 class Slots:
@@ -47,6 +54,9 @@ class Slots:
         self.metrics = metrics
         self.on_change = on_change
         self._running: dict[UUID, Running] = {}
+        self._waiting: deque[Running] = deque()
+        """Claimed ahead, in claim order: each starts when a slot frees (see SHORT_TASK_SECONDS)."""
+        self._mean_seconds: float | None = None
         self._busy = 0
         """Task functions still executing. A sync task past its timeout has its outcome
         recorded and leaves ``_running``, but keeps its slot until its thread returns: the
@@ -59,7 +69,13 @@ class Slots:
 
     @property
     def free(self) -> int:
-        return self.concurrency - self._busy
+        """How many tasks to claim now: the free slots, and while tasks are short, as many
+        again to wait for a slot (claimed ahead)."""
+        ahead = self.concurrency if self._claims_ahead() else 0
+        return self.concurrency + ahead - self._busy - len(self._waiting)
+
+    def _claims_ahead(self) -> bool:
+        return self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
 
     @property
     def unsettled(self) -> int:
@@ -73,21 +89,43 @@ class Slots:
         return self._running.get(claim_id)
 
     def start(self, record: TaskRecord) -> None:
-        """Run a claimed task; one that cannot run at all (unknown task, arguments that do not
-        fit) fails at once, without taking a slot."""
+        """Run a claimed task, or queue it for the next free slot; one that cannot run at all
+        (unknown task, arguments that do not fit) fails at once, without taking a slot."""
+        assert record.claim_id is not None
+        try:
+            call = prepare(record)
+        except Exception as error:
+            self.metrics.of(record.queue_name, record.task_name).claimed.inc()
+            self.reporter.add(Finished(record, Failed(error, 0.0), as_backoff(None)))
+            return
+        running = Running(record, call)
+        self._running[record.claim_id] = running
+        if self._busy >= self.concurrency or self._waiting:
+            self._waiting.append(running)
+        else:
+            self._run(running)
+
+    def take_waiting(self) -> list[Running]:
+        """The tasks claimed ahead that have not started, to put back (the worker is stopping)."""
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for running in waiting:
+            assert running.record.claim_id is not None
+            self._running.pop(running.record.claim_id, None)
+        return waiting
+
+    def _start_waiting(self) -> None:
+        while self._waiting and self._busy < self.concurrency:
+            self._run(self._waiting.popleft())
+
+    def _run(self, running: Running) -> None:
+        record, call = running.record, running.call
         assert record.claim_id is not None
         series = self.metrics.of(record.queue_name, record.task_name)
         series.claimed.inc()
         waited = queue_wait(record)
         series.queue_wait.observe(waited)
-        try:
-            call = prepare(record)
-        except Exception as error:
-            self.reporter.add(Finished(record, Failed(error, 0.0), as_backoff(None)))
-            return
         self.reporter.events.started(record, waited)
-        running = Running(record, call)
-        self._running[record.claim_id] = running
         self._busy += 1
         if call.task.is_async:
             running.async_task = self._loop.create_task(run_async(call))
@@ -98,25 +136,12 @@ class Slots:
             running.timer = self._loop.call_later(call.task.timeout, self._timed_out,
                                                   record.claim_id)
 
-    def cancel(self, claim_id: UUID) -> None:
-        """Someone asked to cancel this running task: an ``async def`` one is cancelled at once
-        (``CancelledError`` where it awaits), a sync one sees ``context.cancelled``."""
-        running = self._running.get(claim_id)
-        if running is None or running.cancelled:
-            return
-        running.cancelled = True
-        self.reporter.events.note("task.cancelling", running.record,
-                                  "cancellation requested; stopping the task", level=logging.INFO)
-        if running.async_task is not None:
-            running.async_task.cancel()
-        if running.call.task.takes_context:
-            running.call.args[0].cancellation.set()
-
     def take_unsettled(self) -> list[Running]:
         """Give up on the tasks still running, to put them back: their outcomes, if they ever
         come, are dropped. Async tasks are cancelled; threads cannot be, and run on."""
         unsettled = list(self._running.values())
         self._running.clear()
+        self._waiting.clear()
         for running in unsettled:
             if running.timer is not None:
                 running.timer.cancel()
@@ -141,14 +166,19 @@ class Slots:
         or was put back meanwhile."""
         self._busy -= 1
         running = self._running.pop(claim_id, None)
+        if result is not None:
+            self._learn(result.seconds)
+        self._start_waiting()
         if running is not None and result is not None:
             if running.timer is not None:
                 running.timer.cancel()
-            if running.cancelled:
-                result = Cancelled(result.seconds)
             self.reporter.add(Finished(running.record, result, running.call.task.retry_backoff,
                                        running.claim_lost))
         self.on_change()
+
+    def _learn(self, seconds: float) -> None:
+        mean = self._mean_seconds
+        self._mean_seconds = seconds if mean is None else mean + DURATION_WEIGHT * (seconds - mean)
 
     def _timed_out(self, claim_id: UUID) -> None:
         running = self._running.pop(claim_id, None)

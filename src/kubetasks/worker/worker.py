@@ -23,7 +23,7 @@ from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import idle_wait, reconnect_delay, schedule_wait
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.settings import WorkerSettings
-from kubetasks.worker.slots import Slots
+from kubetasks.worker.slots import Running, Slots
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -189,12 +189,9 @@ class Worker:
             claims = self._slots.claims()
             if not claims:
                 continue
-            kept = await self._database(self.store.keep_claims, claims)
-            if kept is None:
+            held = await self._database(self.store.heartbeat, claims)
+            if held is None:
                 continue
-            held, cancel_requested = kept
-            for claim_id in cancel_requested:
-                self._slots.cancel(claim_id)
             for claim_id in claims:
                 running = self._slots.get(claim_id)
                 if running is None or claim_id in held or running.claim_lost:
@@ -228,12 +225,17 @@ class Worker:
     async def _drain(self) -> None:
         while self._slots.unsettled and not self._hurry:
             deadline = self._drain_deadline  # set by a signal, even one that comes meanwhile
+            if deadline is not None:
+                # Claimed ahead and not started: back at once, for another worker to run.
+                await self._put_back(self._slots.take_waiting())
             left = None if deadline is None else deadline - self._loop.time()
             if left is not None and left <= 0:
                 break
             self._wake.clear()
             await self._sleep(left)
-        unfinished = self._slots.take_unsettled()
+        await self._put_back(self._slots.take_unsettled())
+
+    async def _put_back(self, unfinished: list[Running]) -> None:
         if not unfinished:
             return
         claims = [r.record.claim_id for r in unfinished if r.record.claim_id is not None]
