@@ -163,7 +163,7 @@ setup_test_environment()  # responses keep their context (the messages)
 from django.contrib.auth.models import User
 from django.test import Client
 from kubetasks.contrib.django.models import Task
-user = User.objects.create_superuser("admin", "admin@example.org", "pw")
+user, _ = User.objects.get_or_create(username="admin", is_staff=True, is_superuser=True)
 client = Client()
 client.force_login(user)
 ids = [str(i) for i in Task.objects.order_by("id").values_list("id", flat=True)]

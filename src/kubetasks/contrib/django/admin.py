@@ -20,10 +20,17 @@ except ImportError:  # the django-tasks backport
     from django_tasks import task_backends
 
 
+def tasks_database() -> str | None:
+    """The ``DATABASES`` alias of the first KubeTasksBackend (None: it has a URL of its own)."""
+    _, params = next(kubetasks_backends())
+    database = params.get("OPTIONS", {}).get("DATABASE")
+    return None if database is None else str(database)
+
+
 def store_and_connection() -> tuple[Store, Any]:
     """The first KubeTasksBackend's store, with Django's connection when it enqueues on one."""
-    alias, params = next(kubetasks_backends())
-    database = params.get("OPTIONS", {}).get("DATABASE")
+    alias, _ = next(kubetasks_backends())
+    database = tasks_database()
     store: Store = task_backends[alias].kubetasks.store
     return store, raw_connection(database) if database else None
 
@@ -38,6 +45,10 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[misc]
     readonly_fields = ("error_list",)
     exclude = ("errors",)
     actions = ("retry_tasks", "cancel_tasks")
+
+    def get_queryset(self, request: Any) -> Any:
+        """Read where the backend keeps its tasks, which need not be ``default``."""
+        return super().get_queryset(request).using(tasks_database() or "default")
 
     def has_add_permission(self, request: Any) -> bool:
         return False
