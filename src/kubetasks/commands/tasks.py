@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -205,17 +206,21 @@ def retry(task_id: int, dry_run: bool) -> int:
 
 
 def _change_one(task_id: int, *, dry_run: bool, verb: str, done: str, allowed: tuple[str, ...],
-                change: Any) -> int:
-    """One task moved from an ``allowed`` state, or why not: missing, or in another state."""
+                change: Callable[[Store, int], bool]) -> int:
+    """One task changed by the store (which decides), or why not: missing, or in a state the
+    change does not apply to. A dry run judges by ``allowed`` and changes nothing."""
     with open_store() as store:
-        before = existing_task(store, task_id)
-        changed = before.state.value in allowed and (dry_run or change(store, task_id))
-        state = before.state.value if not changed else store.get(task_id).state.value
-    count = 1 if changed else 0
-    if changed:
-        text = f"{'would ' + verb if dry_run else done} task {task_id}"
+        before = existing_task(store, task_id).state.value
+        changed = before in allowed if dry_run else change(store, task_id)
+        state = store.get(task_id).state.value if changed and not dry_run else before
+    if not changed:
+        text = f"task {task_id} is {state}, not {' or '.join(allowed)}: nothing to {verb}"
+    elif dry_run:
+        text = f"would {verb} task {task_id}"
+    elif state == before:  # recorded, for its worker to carry out (a RUNNING task's cancel)
+        text = f"{verb} of task {task_id} requested; it is {state} until its worker stops it"
     else:
-        text = (f"task {task_id} is {state}, not {' or '.join(allowed)}: nothing to {verb}")
-    emit(output_format(), {done: count, "id": task_id, "state": state, "dry_run": dry_run},
+        text = f"{done} task {task_id}"
+    emit(output_format(), {done: int(changed), "id": task_id, "state": state, "dry_run": dry_run},
          text=text)
     return 0 if changed else 1
