@@ -70,3 +70,12 @@ def test_a_long_prune_shows_progress_on_a_terminal_only(dsn: str) -> None:
     add_tasks(dsn, 1200, "SUCCESSFUL")
     done = piped(dsn, "prune", "--successful", "1d")
     assert (done.stdout, done.stderr) == ("deleted 1200 finished tasks\n", "")
+
+
+def test_a_long_requeue_shows_progress_on_a_terminal(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO kubetasks_tasks (queue_name, task_name, state, claim_id,"
+                     " worker_pod, heartbeat_at) SELECT 'emails', %s, 'RUNNING', gen_random_uuid(),"
+                     " 'pod-x', now() - interval '10 minutes' FROM generate_series(1, 1200)", [TASK])
+    shown = on_terminal(dsn, "requeue", "--stale", "5m")
+    assert "requeueing" in shown and "100%" in shown and "requeued 1200 tasks" in shown
