@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +53,10 @@ CLAIM_ORDER = "priority DESC, expected_at ASC NULLS LAST, run_after, id"
 """The order in which a queue's due tasks are claimed: higher priority first, then the earliest
 deadline, then the earliest due. The claim index and every statement that follows the order
 spell it this way (a test holds them to it)."""
+
+LIMITS_SEEN_SECONDS = 1.0
+"""How long a store trusts what it read of which queues have limits. A queue limited meanwhile
+gives nothing to the claims that did not lock it, so a stale view delays it, never breaks it."""
 
 UNIQUE_ROUNDS = 5
 """Tries to write a task whose unique key is held, when each time the holder finished before it
@@ -134,6 +140,7 @@ class Store:
             check=ConnectionPool.check_connection,
         )
         self._opened = False
+        self._limited: tuple[float, frozenset[str]] = (-math.inf, frozenset())
         self._opening = threading.Lock()  # threads (and aenqueue's) may race to open it
 
     def close(self) -> None:
@@ -271,21 +278,33 @@ class Store:
               ) -> list[TaskRecord]:
         """Claim up to ``limit`` due tasks, returned in claim order; concurrent claimers skip
         locked rows. Each queue's claim-order index is walked, so the cost stays flat as the
-        backlog grows. Paused queues give nothing; a queue's cap and rate are kept by locking
-        its settings row first, in the same transaction (one round trip, pipelined)."""
+        backlog grows. Paused queues give nothing. A claim of queues without settings is one
+        statement; one that includes a queue with a cap or a rate locks those queues' settings
+        rows first, in the same transaction, so it counts every earlier claim's tasks."""
         names = sorted(set(queue_names))
+        params = {"queue_names": names, "limit": limit, "pod_name": worker.pod_name,
+                  "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id}
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            with conn.pipeline(), conn.transaction():
-                conn.execute(query("lock_limited_queues"), {"queue_names": names}, prepare=True)
-                cur.execute(query("claim_tasks"), {
-                    "queue_names": names, "limit": limit,
-                    "pod_name": worker.pod_name, "pod_uid": worker.pod_uid, "nonce": worker.nonce,
-                    "worker_id": worker.worker_id,
-                }, prepare=True)
-            claimed, unreadable = _claimed_rows(cur)
+            if self._limited_queues().isdisjoint(names):
+                cur.execute(query("claim_tasks"), params, prepare=True)
+                claimed, unreadable = _claimed_rows(cur)
+            else:
+                with conn.transaction():
+                    cur.execute(query("lock_limited_queues"), {"queue_names": names}, prepare=True)
+                    cur.execute(query("claim_limited_tasks"), params, prepare=True)
+                    claimed, unreadable = _claimed_rows(cur)
         for task_id, claim_id, problem in unreadable:
             self._fail_unreadable(task_id, claim_id, problem)
         return [record for _, record in sorted(claimed, key=lambda pair: pair[0])]
+
+    def _limited_queues(self) -> frozenset[str]:
+        """The queues with a cap or a rate, as read at most ``LIMITS_SEEN_SECONDS`` ago."""
+        seen_at, names = self._limited
+        if time.monotonic() - seen_at < LIMITS_SEEN_SECONDS:
+            return names
+        names = frozenset(row["queue_name"] for row in self._rows("limited_queues", {}))
+        self._limited = (time.monotonic(), names)
+        return names
 
     def _fail_unreadable(self, task_id: int, claim_id: UUID, problem: Exception) -> None:
         """A claimed row that cannot be read cannot be run: it fails alone, saying why, and the
@@ -492,6 +511,7 @@ class Store:
             "queue_name": check_queue_name(limits.queue_name, None),
             "max_running": limits.max_running, "rate_limit": limits.rate_limit,
             "rate_period": limits.rate_period, "channel": CHANNEL})
+        self._limited = (-math.inf, frozenset())  # this process's claims see it at once
         return _settings(rows[0])
 
     def running_to_requeue(self, *, pod_uid: str | None = None, stale: timedelta | None = None,

@@ -46,6 +46,11 @@ WHERE (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- name: limited_queues
+-- The queues that have a cap or a rate: their claims take the lock first (Store.claim).
+SELECT queue_name FROM kubetasks_queues
+WHERE max_running IS NOT NULL OR rate_limit IS NOT NULL;
+
 -- name: lock_limited_queues
 -- The first statement of a claim's transaction: the settings rows of the claimed queues that
 -- have a cap or a rate, locked until the claim commits, so claimers of a limited queue take
@@ -63,9 +68,49 @@ FOR UPDATE;
 -- claim would cost more as the backlog grows.) SKIP LOCKED inside the LATERAL lets concurrent
 -- claimers pass each other. Each claimed row carries its rank in claim order (UPDATE returns rows
 -- in no particular order).
--- A queue's quota: nothing while paused; at most max_running minus its RUNNING tasks; at most
--- the whole tokens of its rate bucket (refilled by rate_limit per rate_period, up to
--- rate_limit), which `spent` then takes.
+-- Paused queues and queues with a cap or a rate are left out: those are claimed by
+-- claim_limited_tasks, under their lock (Store.claim).
+WITH picked AS (
+    SELECT id, claim_rank FROM (
+        SELECT c.id, row_number() OVER (
+            ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id) AS claim_rank
+        FROM unnest(%(queue_names)s::text[]) AS q(queue_name)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, expected_at, run_after FROM kubetasks_tasks
+            WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
+            ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS c
+        WHERE NOT EXISTS (
+            SELECT 1 FROM kubetasks_queues AS s
+            WHERE s.queue_name = q.queue_name
+              AND (s.paused OR s.max_running IS NOT NULL OR s.rate_limit IS NOT NULL))
+    ) AS ranked
+    WHERE claim_rank <= %(limit)s
+)
+UPDATE kubetasks_tasks AS t
+SET state = 'RUNNING',
+    claim_id = gen_random_uuid(),
+    worker_pod = %(pod_name)s,
+    worker_pod_uid = %(pod_uid)s,
+    worker_nonce = %(nonce)s,
+    worker_ids = array_append(t.worker_ids, %(worker_id)s),
+    attempts = t.attempts + 1,
+    started_at = coalesce(t.started_at, now()),
+    last_attempted_at = now(),
+    heartbeat_at = now()
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.*, picked.claim_rank;
+
+-- name: claim_limited_tasks
+-- claim_tasks for queues among which some have settings, sent after lock_limited_queues in
+-- the same transaction. Each queue gets a quota: nothing while paused; at most max_running
+-- minus its RUNNING tasks; at most the whole tokens of its rate bucket (refilled by rate_limit
+-- per rate_period, up to rate_limit), which `spent` then takes for the tasks claimed.
+-- (The quotas are not known when the statement is planned, so the claimed ids are matched
+-- through the primary key explicitly: the planner would otherwise scan the table.)
 WITH queues AS (
     SELECT q.queue_name, s.rate_limit, b.tokens, b.at,
            CASE WHEN s.queue_name IS NULL THEN %(limit)s
@@ -87,8 +132,8 @@ WITH queues AS (
                    / extract(epoch FROM s.rate_period)) AS tokens
     ) AS b
 ), picked AS (
-    SELECT id, queue_name, claim_rank FROM (
-        SELECT c.id, q.queue_name, row_number() OVER (
+    SELECT id, claim_rank FROM (
+        SELECT c.id, row_number() OVER (
             ORDER BY c.priority DESC, c.expected_at ASC NULLS LAST, c.run_after, c.id) AS claim_rank
         FROM queues AS q
         CROSS JOIN LATERAL (
@@ -100,27 +145,29 @@ WITH queues AS (
         ) AS c
     ) AS ranked
     WHERE claim_rank <= %(limit)s
+), claimed AS (
+    UPDATE kubetasks_tasks AS t
+    SET state = 'RUNNING',
+        claim_id = gen_random_uuid(),
+        worker_pod = %(pod_name)s,
+        worker_pod_uid = %(pod_uid)s,
+        worker_nonce = %(nonce)s,
+        worker_ids = array_append(t.worker_ids, %(worker_id)s),
+        attempts = t.attempts + 1,
+        started_at = coalesce(t.started_at, now()),
+        last_attempted_at = now(),
+        heartbeat_at = now()
+    FROM picked
+    WHERE t.id = picked.id AND t.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING t.*, picked.claim_rank
 ), spent AS (
     UPDATE kubetasks_queues AS s
     SET tokens = q.tokens - p.started, tokens_at = q.at
-    FROM (SELECT queue_name, count(*) AS started FROM picked GROUP BY queue_name) AS p
+    FROM (SELECT queue_name, count(*) AS started FROM claimed GROUP BY queue_name) AS p
     JOIN queues AS q USING (queue_name)
     WHERE s.queue_name = p.queue_name AND q.rate_limit IS NOT NULL
 )
-UPDATE kubetasks_tasks AS t
-SET state = 'RUNNING',
-    claim_id = gen_random_uuid(),
-    worker_pod = %(pod_name)s,
-    worker_pod_uid = %(pod_uid)s,
-    worker_nonce = %(nonce)s,
-    worker_ids = array_append(t.worker_ids, %(worker_id)s),
-    attempts = t.attempts + 1,
-    started_at = coalesce(t.started_at, now()),
-    last_attempted_at = now(),
-    heartbeat_at = now()
-FROM picked
-WHERE t.id = picked.id
-RETURNING t.*, picked.claim_rank;
+SELECT * FROM claimed;
 
 -- name: complete_tasks
 -- Fenced on the claim: a write for a claim that was taken away changes nothing.
