@@ -112,7 +112,7 @@ class KubeTasksBackend(BaseTaskBackend):  # type: ignore[misc]
         result = to_result(record, self.kubetasks)
         task = _django_tasks.get(record.task_name) or stand_in(
             record.task_name, alias=self.alias, queue_name=record.queue_name)
-        return self.to_django(result, as_enqueued(task, result))
+        return self.to_django(result, as_enqueued(task, result, alias=self.alias))
 
     def to_django(self, result: TaskResult[Any], task: Any) -> Any:
         return to_django(result, task, alias=self.alias)

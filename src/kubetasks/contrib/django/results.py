@@ -34,11 +34,11 @@ def requested_run_after(context: dict[str, JSON]) -> datetime | None:
     return datetime.fromisoformat(text) if isinstance(text, str) else None
 
 
-def as_enqueued(task: Any, result: TaskResult[Any]) -> Any:
-    """``task`` with the options of the call that enqueued ``result``: Django's
-    ``result.task``."""
+def as_enqueued(task: Any, result: TaskResult[Any], *, alias: str) -> Any:
+    """``task`` with the options of the call that enqueued ``result`` on the backend
+    ``alias``: Django's ``result.task``."""
     return dataclasses.replace(task, priority=result.priority, queue_name=result.queue_name,
-                               run_after=requested_run_after(result.context))
+                               run_after=requested_run_after(result.context), backend=alias)
 
 
 def to_django(result: TaskResult[Any], task: Any, *, alias: str) -> Any:

@@ -43,7 +43,8 @@ class DjangoAttempt:
 
     def __init__(self, context: KubeTasksContext, task: Any, sender: type[Any]) -> None:
         self.kubetasks = context.task_result
-        self.result = to_django(self.kubetasks, as_enqueued(task, self.kubetasks),
+        self.result = to_django(self.kubetasks, as_enqueued(task, self.kubetasks,
+                                                            alias=task.backend),
                                 alias=task.backend)
         self.task = task
         self.sender = sender
