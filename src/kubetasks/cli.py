@@ -1,5 +1,5 @@
-"""The ``kubetasks`` command: migrate, worker, enqueue, status, tasks, show, cancel, retry,
-requeue, prune.
+"""The ``kubetasks`` command: the subcommands of ``kubetasks.commands.COMMANDS`` under one
+group, with the global flags and one-line errors.
 
 Built on click (Pallets' command-line library, under Flask's and typer's CLIs): subcommands,
 options shared by many commands, typed values with one-line refusals, ``--help`` from the

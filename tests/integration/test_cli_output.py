@@ -203,3 +203,20 @@ def test_a_bad_log_level_in_the_environment_is_refused_naming_the_variable(
     monkeypatch.setenv("KUBETASKS_LOG_LEVEL", "loud")
     code, out, err = run(capsys, dsn, "status")
     assert (code, out) == (2, "") and "KUBETASKS_LOG_LEVEL='loud' is invalid: use one of" in err
+
+
+def test_control_characters_in_a_row_never_reach_the_terminal(
+        dsn: str, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("INSERT INTO kubetasks_tasks (queue_name, task_name, args)"
+                           " VALUES ('emails', 'app.\x1b[2Jwipe', '[\"\\u001b]0;owned\\u0007\"]')"
+                           " RETURNING id").fetchone()
+    assert row is not None
+    task_id = row[0]
+    _, listed, _ = run(capsys, dsn, "tasks")
+    _, shown, _ = run(capsys, dsn, "show", str(task_id))
+    for out in (listed, shown):
+        assert "\x1b" not in out and "\x07" not in out
+    assert "app.\\x1b[2Jwipe" in listed and "app.\\x1b[2Jwipe" in shown
+    _, out, _ = run(capsys, dsn, "show", str(task_id), "-o", "json")
+    assert json.loads(out)["task"] == "app.\x1b[2Jwipe"  # JSON escapes it, and keeps it exact

@@ -41,10 +41,12 @@ class Table:
     """The column whose cells are states, coloured on a terminal."""
 
     def lines(self, *, colour: bool) -> list[str]:
-        widths = [max([len(h), *(len(row[i]) for row in self.rows)]) for i, h in enumerate(self.headers)]
+        widths = [max([len(h), *(len(printable(row[i])) for row in self.rows)])
+                  for i, h in enumerate(self.headers)]
         out = []
         for number, row in enumerate([list(self.headers), *map(list, self.rows)]):
-            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+            cells = [cell.ljust(width) for cell, width in zip(map(printable, row), widths,
+                                                             strict=True)]
             if colour and number and self.colour_column is not None:
                 i = self.colour_column
                 cells[i] = click.style(cells[i], fg=STATE_COLOURS.get(row[i].strip()))
@@ -64,7 +66,15 @@ def emit(output: str, data: Any, *, table: Table | None = None, text: str | None
             for line in table.lines(colour=colour):
                 click.echo(line, color=colour)
         if text is not None:
-            click.echo(text, color=colour)
+            click.echo("\n".join(map(printable, text.split("\n"))), color=colour)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes: a task name, an argument or an
+    error message written by anyone can never move the cursor or retitle the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _iso(value: Any) -> str:

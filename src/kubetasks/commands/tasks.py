@@ -136,7 +136,7 @@ def show(task_id: int) -> int:
     with open_store() as store:
         record = existing_task(store, task_id)
     data = _details(record)
-    emit(output_format(), data, text=None if output_format() != "table" else _describe(data))
+    emit(output_format(), data, text=_describe(data))
     return 0
 
 
