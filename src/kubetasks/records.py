@@ -70,11 +70,6 @@ def to_result(record: TaskRecord, backend: ResultSource) -> TaskResult[Any]:
     )
 
 
-def task_fields(record: TaskRecord) -> dict[str, Any]:
-    """The ``extra=`` of every log line about a task."""
-    return {"task_id": record.id, "queue": record.queue_name, "task_name": record.task_name}
-
-
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """What the scaler and ``kubetasks status`` see of one queue."""
