@@ -92,6 +92,11 @@ assert reader.stdout.split() == ["READY", "[1,", "2]", "tests.django_project.sig
                                  "False"], reader.stdout
 print("get_result in a process without the task's module:", reader.stdout.strip())
 
+import kubetasks  # noqa: E402
+
+kubetasks.configure("postgres", database_url="postgresql://{USER}@{HOST}:{PORT}/{NAME}"
+                    .format(**connection.settings_dict))
+plain_kubetasks = signal_tasks.plain_double.enqueue(21)
 failing = signal_tasks.fails.enqueue()
 bad_return = signal_tasks.returns_a_function.enqueue()
 with_context = signal_tasks.context_seen.enqueue("x")
@@ -118,6 +123,7 @@ try:
     assert seen == {"django_context": True, "id": with_context.id, "attempt": 1,
                     "status": "RUNNING", "label": "x"}, seen
     print("takes_context: Django's TaskContext with Django's TaskResult")
+    assert wait_finished(plain_kubetasks).return_value == 42
 finally:
     worker.terminate()
     worker.wait(timeout=30)
@@ -130,6 +136,7 @@ for result, final in ((done, "SUCCESSFUL"), (failed, "FAILED"), (returned, "FAIL
     assert fired == [*expected, ["finished", result.id, final]], fired
     assert all(line[0] == str(worker.pid) for line in signals_of(result.id)[1:])
 assert (done.attempts, failed.attempts) == (1, 2)
+assert signals_of(plain_kubetasks.id) == [], signals_of(plain_kubetasks.id)
 print("task_started (each attempt) and task_finished (the last) fired in the worker")
 
 logger = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"

@@ -8,6 +8,8 @@ import os
 
 import django
 
+from kubetasks import task as kubetasks_task
+
 if django.VERSION >= (6, 0):
     from django.tasks import TaskContext, task
     from django.tasks.signals import task_enqueued, task_finished, task_started
@@ -51,3 +53,9 @@ def context_seen(context, label: str) -> dict:  # type: ignore[no-untyped-def]
     return {"django_context": isinstance(context, TaskContext), "id": context.task_result.id,
             "attempt": context.attempt, "status": str(context.task_result.status),
             "label": label}
+
+
+@kubetasks_task
+def plain_double(n: int) -> int:
+    """A plain kubetasks task in the same worker: Django sends no signal about it."""
+    return 2 * n

@@ -68,6 +68,11 @@ def idle_database(postgresql: psycopg.Connection[Any]) -> str:
 @pytest.mark.timeout(900)
 def test_django_61_tasks_suite(postgresql: psycopg.Connection[Any], tmp_path: Path) -> None:
     python = python312()
+    version = subprocess.run([python, "-c", "import django; print(django.get_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version.startswith("6.1."), (
+        f"{python} has Django {version}; the suite is Django 6.1's: "
+        f"{python} -m pip install 'django>=6.1,<6.2' (as .ci/run does)")
     suite = adapted_django_suite(tmp_path, python)
     info = postgresql.info
     worker_url = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
