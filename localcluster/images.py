@@ -10,6 +10,8 @@ What is built (``python -m localcluster.images`` builds them all and prints wher
 - ``kubetasks/operator:dev`` from ``Dockerfile`` and ``kubetasks/worker:dev`` from
   ``worker_image/Dockerfile``, both built FROM the base through ``--build-arg BASE_IMAGE``.
 - ``kubetasks/example-app:dev`` from ``examples/app/Dockerfile``, built FROM the worker.
+- ``kubetasks/django-app:dev`` from ``examples/django_app/Dockerfile`` (an argus-like Django
+  project, its worker ``manage.py kubetasks_worker``), built FROM the worker.
 
 Each image is written as a docker-archive tar whose reference is the image's name, ready for
 ``ctr -n k8s.io images import`` (which names it ``docker.io/<name>``) and ``kind load
@@ -92,6 +94,8 @@ class DockerfileImage:
 OPERATOR = DockerfileImage("operator", "kubetasks/operator:dev", "Dockerfile", "BASE_IMAGE")
 WORKER = DockerfileImage("worker", "kubetasks/worker:dev", "worker_image/Dockerfile", "BASE_IMAGE")
 APP = DockerfileImage("app", "kubetasks/example-app:dev", "examples/app/Dockerfile", "WORKER_IMAGE")
+DJANGO_APP = DockerfileImage("django-app", "kubetasks/django-app:dev", "examples/django_app/Dockerfile",
+                             "WORKER_IMAGE")
 PAUSE_NAME = "kubetasks/pause:3.10"
 BASE_NAME = "localhost/kubetasks/python-base:bookworm"
 
@@ -412,7 +416,7 @@ class Builder:
 def build_images(*, cache: Path | None = None, log: Log = print) -> dict[str, Image]:
     """Build (or find in the cache) the pause, operator, worker and example app images.
 
-    Returns them by short name: ``pause``, ``operator``, ``worker``, ``app``.
+    Returns them by short name: ``pause``, ``operator``, ``worker``, ``app``, ``django-app``.
     """
     builder = Builder((cache or cache_root()) / "images", log)
     started = time.monotonic()
@@ -423,6 +427,7 @@ def build_images(*, cache: Path | None = None, log: Log = print) -> dict[str, Im
             "operator": builder.from_dockerfile(OPERATOR, base),
             "worker": (worker := builder.from_dockerfile(WORKER, base)),
             "app": builder.from_dockerfile(APP, worker),
+            "django-app": builder.from_dockerfile(DJANGO_APP, worker),
         }
     log(f"images ready in {time.monotonic() - started:.1f} s")
     return {slug: b.image for slug, b in built.items()}

@@ -35,6 +35,7 @@ OPERATOR_NAMESPACE = "kubetasks-system"
 RELEASE = "kubetasks"
 APP_IMAGE = "kubetasks/example-app:dev"
 APP_IMAGE_NEXT = "kubetasks/example-app:next"  # the same image under a new tag, for rollouts
+DJANGO_APP_IMAGE = "kubetasks/django-app:dev"  # examples/django_app, an argus-like Django project
 
 
 @dataclass

@@ -216,14 +216,14 @@ def test_the_ca_trusted_during_the_build_is_in_no_layer(images: dict[str, Image]
     # A control: a CA that Debian ships is found (in the base's trust store), so the search works.
     debian_ca = pem_bodies(Path("/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt")).pop()
     wanted = {"debian": needles(debian_ca)} | {f"extra {i}": needles(b) for i, b in enumerate(extras)}
-    for slug in ("operator", "app"):  # between them, every layer of every image
+    for slug in ("operator", "app", "django-app"):  # between them, every layer of every image
         found = found_in(images[slug].archive, wanted)
         assert "etc/ssl/certs/ca-certificates.crt" in found.get("debian", []), slug
         assert {label: where for label, where in found.items() if label != "debian"} == {}, slug
 
 
 def test_no_build_setting_is_left_in_the_images(containers: dict[str, str]) -> None:
-    for slug in ("operator", "worker", "app"):
+    for slug in ("operator", "worker", "app", "django-app"):
         env = config(containers[slug], "Env")
         assert "PIP_CERT" not in env and "pipcert" not in env, slug
         clean = 'test ! -e /src && test -z "$(ls -A /run/secrets 2>/dev/null)" && echo clean'
@@ -284,7 +284,8 @@ def test_containerd_imports_the_archives_under_the_names_pods_use(
         run(*containerd, "images", "import", str(image.archive))
     listed = set(run(*containerd, "images", "ls", "-q").split())
     assert listed == {"docker.io/kubetasks/pause:3.10", "docker.io/kubetasks/operator:dev",
-                      "docker.io/kubetasks/worker:dev", "docker.io/kubetasks/example-app:dev"}
+                      "docker.io/kubetasks/worker:dev", "docker.io/kubetasks/example-app:dev",
+                      "docker.io/kubetasks/django-app:dev"}
     assert {image.containerd_name for image in images.values()} == listed
     # No cgroup for these runs (--cgroup ""), so that none is left behind.
     worker = run(*containerd, "run", "--rm", "--cgroup", "", "docker.io/kubetasks/worker:dev",
