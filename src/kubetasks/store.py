@@ -284,8 +284,9 @@ class Store:
         names = sorted(set(queue_names))
         params = {"queue_names": names, "limit": limit, "pod_name": worker.pod_name,
                   "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id}
+        limited = not self._limited_queues().isdisjoint(names)  # before taking the connection
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            if self._limited_queues().isdisjoint(names):
+            if not limited:
                 cur.execute(query("claim_tasks"), params, prepare=True)
                 claimed, unreadable = _claimed_rows(cur)
             else:
