@@ -39,7 +39,8 @@ def test_enqueue_status_tasks_and_cancel(dsn: str, store: Store,
     code, out, _ = run(capsys, dsn, "cancel", task_id)
     assert (code, out.strip()) == (0, f"cancelled task {task_id}")
     code, out, _ = run(capsys, dsn, "cancel", task_id)
-    assert (code, out.strip()) == (1, f"task {task_id} is CANCELLED, not READY: nothing to cancel")
+    assert (code, out.strip()) == (1, f"task {task_id} is CANCELLED, not READY or RUNNING: "
+                                      "nothing to cancel")
 
     code, out, _ = run(capsys, dsn, "tasks", "--state", "CANCELLED")
     assert [line.split()[:3] for line in out.splitlines()] == [["ID", "STATE", "QUEUE"],

@@ -220,3 +220,25 @@ def test_control_characters_in_a_row_never_reach_the_terminal(
     assert "app.\\x1b[2Jwipe" in listed and "app.\\x1b[2Jwipe" in shown
     _, out, _ = run(capsys, dsn, "show", str(task_id), "-o", "json")
     assert json.loads(out)["task"] == "app.\x1b[2Jwipe"  # JSON escapes it, and keeps it exact
+
+
+def test_a_running_task_is_cancelled_by_its_worker(dsn: str, store: Store,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    task_id = enqueue(capsys, dsn, 1)
+    store.claim(["emails"], 1, WORKER)
+    code, out, _ = run(capsys, dsn, "cancel", str(task_id), "--dry-run")
+    assert (code, out.strip()) == (0, f"would cancel task {task_id}")
+    assert store.get(task_id).cancelled_at is None
+
+    code, out, _ = run(capsys, dsn, "cancel", str(task_id))
+    assert (code, out.strip()) == (0, f"cancel of task {task_id} requested; it is RUNNING until "
+                                      "its worker stops it")
+    record = store.get(task_id)
+    assert record.state == "RUNNING" and record.cancelled_at is not None
+
+    code, out, _ = run(capsys, dsn, "cancel", str(task_id))
+    assert code == 1 and out.startswith(f"cancel of task {task_id} was already requested ")
+    assert f" by {record.cancelled_by}; it is RUNNING until its worker stops it" in out
+    code, out, _ = run(capsys, dsn, "show", str(task_id))
+    assert f"by {record.cancelled_by}" in next(line for line in out.splitlines()
+                                             if line.startswith("Cancelled:"))

@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     (NOW - timedelta(days=2, hours=5, minutes=7), "2d5h ago"),
     (NOW - timedelta(seconds=42), "42s ago"),
     (NOW + timedelta(hours=1, minutes=30), "in 1h30m"),
-    (NOW, "now"),
+    (NOW, "just now"),
     (None, "-"),
 ])
 def test_times_read_as_how_long_ago(moment: datetime | None, text: str) -> None:

@@ -95,12 +95,13 @@ def _plain(value: Any) -> Any:
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """``3m ago``, ``in 2h``, ``-`` for none: how long ago, to the largest two units."""
+    """``3m ago``, ``in 2h``, ``just now``, ``-`` for none: how long ago, to the largest two
+    units."""
     if moment is None:
         return "-"
     delta = (now or datetime.now(UTC)) - moment
     if abs(delta.total_seconds()) < 1:
-        return "now"
+        return "just now"
     span = _two_units(format_duration(abs(delta)))
     return f"{span} ago" if delta.total_seconds() > 0 else f"in {span}"
 

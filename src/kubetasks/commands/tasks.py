@@ -152,6 +152,7 @@ def _details(r: TaskRecord) -> dict[str, Any]:
     return {**_summary(r), "args": r.args, "kwargs": r.kwargs, "context": r.context,
             "run_after": r.run_after, "expected_at": r.expected_at, "started_at": r.started_at,
             "last_attempted_at": r.last_attempted_at, "heartbeat_at": r.heartbeat_at,
+            "cancelled_at": r.cancelled_at, "cancelled_by": r.cancelled_by,
             "worker": r.worker_pod, "worker_ids": r.worker_ids, "return_value": r.return_value,
             "errors": [{"attempt": e.attempt, "worker_id": e.worker_id, "message": e.message,
                         "exception": e.exception_class_path, "traceback": e.traceback}
@@ -159,7 +160,7 @@ def _details(r: TaskRecord) -> dict[str, Any]:
 
 
 TIMES = ("enqueued_at", "run_after", "expected_at", "started_at", "last_attempted_at",
-         "heartbeat_at", "finished_at")
+         "heartbeat_at", "cancelled_at", "finished_at")
 
 
 def _describe(data: dict[str, Any]) -> str:
@@ -174,6 +175,8 @@ def _describe(data: dict[str, Any]) -> str:
         moment = data[name]
         label = name.removesuffix("_at").replace("_", " ").capitalize() + ":"
         when = f"{ago(moment)} ({moment.isoformat(timespec='seconds')})" if moment else "-"
+        if name == "cancelled_at" and data["cancelled_by"]:
+            when += f" by {data['cancelled_by']}"
         lines.append(f"{label:<14}{when}")
     lines.append(f"Return value: {json.dumps(data['return_value'])}")
     lines.append(f"Errors:       {len(data['errors']) or '-'}")
@@ -189,9 +192,22 @@ def _describe(data: dict[str, Any]) -> str:
 @click.argument("task_id", type=TaskId(), metavar="ID")
 @DRY_RUN
 def cancel(task_id: int, dry_run: bool) -> int:
-    """Cancel a task that has not started (READY). Exit 1 if it does not exist or has started."""
+    """Cancel a task: a READY one at once; a RUNNING one is stopped by its worker within a
+    heartbeat. Exit 1 if it does not exist or has finished."""
     return _change_one(task_id, dry_run=dry_run, verb="cancel", done="cancelled",
-                       allowed=("READY",), change=Store.cancel)
+                       applies=_cancellable, refusal=_not_cancellable, change=Store.cancel)
+
+
+def _cancellable(record: TaskRecord) -> bool:
+    return record.state.value == "READY" or (record.state.value == "RUNNING"
+                                             and record.cancelled_at is None)
+
+
+def _not_cancellable(record: TaskRecord) -> str:
+    if record.state.value == "RUNNING" and record.cancelled_at is not None:
+        return (f"cancel of task {record.id} was already requested {ago(record.cancelled_at)} "
+                f"by {record.cancelled_by or '-'}; it is RUNNING until its worker stops it")
+    return f"task {record.id} is {record.state.value}, not READY or RUNNING: nothing to cancel"
 
 
 @click.command(cls=KubetasksCommand)
@@ -202,22 +218,27 @@ def retry(task_id: int, dry_run: bool) -> int:
     """Run a FAILED or CANCELLED task again: back to READY with one more attempt, its errors
     kept as history. Exit 1 if it does not exist or is in another state."""
     return _change_one(task_id, dry_run=dry_run, verb="retry", done="retried",
-                       allowed=("FAILED", "CANCELLED"), change=Store.rerun)
+                       applies=lambda r: r.state.value in ("FAILED", "CANCELLED"),
+                       refusal=lambda r: f"task {r.id} is {r.state.value}, not FAILED or "
+                                         "CANCELLED: nothing to retry",
+                       change=Store.rerun)
 
 
-def _change_one(task_id: int, *, dry_run: bool, verb: str, done: str, allowed: tuple[str, ...],
+def _change_one(task_id: int, *, dry_run: bool, verb: str, done: str,
+                applies: Callable[[TaskRecord], bool], refusal: Callable[[TaskRecord], str],
                 change: Callable[[Store, int], bool]) -> int:
     """One task changed by the store (which decides), or why not: missing, or in a state the
-    change does not apply to. A dry run judges by ``allowed`` and changes nothing."""
+    change does not apply to. A dry run judges by ``applies`` and changes nothing."""
     with open_store() as store:
-        before = existing_task(store, task_id).state.value
-        changed = before in allowed if dry_run else change(store, task_id)
-        state = store.get(task_id).state.value if changed and not dry_run else before
+        before = existing_task(store, task_id)
+        changed = applies(before) if dry_run else change(store, task_id)
+        after = before if dry_run else existing_task(store, task_id)
+    state = after.state.value
     if not changed:
-        text = f"task {task_id} is {state}, not {' or '.join(allowed)}: nothing to {verb}"
+        text = refusal(after)
     elif dry_run:
         text = f"would {verb} task {task_id}"
-    elif state == before:  # recorded, for its worker to carry out (a RUNNING task's cancel)
+    elif state == before.state.value:  # recorded, for its worker to carry out
         text = f"{verb} of task {task_id} requested; it is {state} until its worker stops it"
     else:
         text = f"{done} task {task_id}"
