@@ -135,3 +135,13 @@ def test_concurrency_has_a_sane_upper_bound(value: str) -> None:
     with pytest.raises(ConfigurationError, match=rf"--concurrency='{value}' is invalid: use a "
                        r"whole number from 1 to 1000 \(for more, run more workers\)"):
         settings("--import", "a", "--concurrency", value)
+
+
+def test_intervals_read_durations_as_people_write_them() -> None:
+    s = settings("--import", "a", "--grace-period", "1m30s", "--heartbeat-interval", "10s",
+                 "--poll-interval", "0")
+    assert (s.grace_period, s.heartbeat_interval, s.poll_interval) == (90.0, 10.0, 0.0)
+    assert settings("--import", "a", env={"KUBETASKS_WORKER_GRACE_PERIOD": "2m"}).grace_period == 120
+    with pytest.raises(ConfigurationError, match=r"--heartbeat-interval='0s' is invalid: use a "
+                                                 r"number of seconds > 0 or a duration, e.g. 0.5"):
+        settings("--import", "a", "--heartbeat-interval", "0s")

@@ -174,15 +174,15 @@ WORKER_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] =
     click.option("--listen/--no-listen", default=None,
                  help="Wake on NOTIFY; --no-listen behind PgBouncer transaction pooling "
                       "(env KUBETASKS_WORKER_LISTEN=true|false; default true)."),
-    click.option("--poll-interval", metavar="SECONDS",
+    click.option("--poll-interval", metavar="DURATION",
                  help="Longest sleep between claims when idle, 0 to poll without pause "
                       "(env KUBETASKS_WORKER_POLL_INTERVAL; "
                       f"default {LISTEN_POLL_INTERVAL:g} with LISTEN, {NO_LISTEN_POLL_INTERVAL:g} "
                       "without)."),
-    click.option("--heartbeat-interval", metavar="SECONDS",
+    click.option("--heartbeat-interval", metavar="DURATION",
                  help="How often running tasks' heartbeats are refreshed "
                       "(env KUBETASKS_WORKER_HEARTBEAT_INTERVAL; default 10)."),
-    click.option("--grace-period", metavar="SECONDS",
+    click.option("--grace-period", metavar="DURATION",
                  help="On SIGTERM, how long running tasks may finish before they are put back "
                       "(env KUBETASKS_WORKER_GRACE_PERIOD; default 25, under Kubernetes' 30)."),
     click.option("--max-lost", metavar="N",
@@ -250,22 +250,22 @@ def parse_max_tasks(text: str) -> int:
 def parse_poll_interval(text: str) -> float:
     """0 is valid: poll again as soon as a claim comes back empty (a busy loop on the
     database, for tests and for polling without LISTEN where every millisecond counts)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ValueError("use a number of seconds >= 0, e.g. 0.5")
-    return value
+    return duration_seconds(text, zero=True, example="0.5 or 2s")
 
 
 def parse_seconds(text: str) -> float:
+    return duration_seconds(text, zero=False, example="0.5 or 10s")
+
+
+def duration_seconds(text: str, *, zero: bool, example: str) -> float:
+    """Seconds, written as ``parse_duration`` reads any duration: ``0.5``, ``90s``, ``1m30s``."""
     try:
-        value = float(text)
+        value = parse_duration(text).total_seconds()
     except ValueError:
         value = -1.0
-    if not 0 < value < float("inf"):
-        raise ValueError("use a number of seconds > 0, e.g. 0.5")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"use a number of seconds {'>=' if zero else '>'} 0 or a duration, "
+                         f"e.g. {example}")
     return value
 
 
@@ -277,10 +277,4 @@ def parse_unknown_task_grace(text: str) -> timedelta:
 
 
 def parse_grace(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ValueError("use a number of seconds >= 0, e.g. 25")
-    return value
+    return duration_seconds(text, zero=True, example="25 or 1m")
