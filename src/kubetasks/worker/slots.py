@@ -8,6 +8,7 @@ threads, ``async def`` tasks on the loop itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,16 @@ from uuid import UUID
 
 from kubetasks.backoff import as_backoff
 from kubetasks.records import TaskRecord
-from kubetasks.worker.attempt import Call, Failed, Result, prepare, run_async, run_sync, timed_out
+from kubetasks.worker.attempt import (
+    Call,
+    Cancelled,
+    Failed,
+    Result,
+    prepare,
+    run_async,
+    run_sync,
+    timed_out,
+)
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.policy import queue_wait
 from kubetasks.worker.reporter import Finished, Reporter
@@ -41,6 +51,8 @@ class Running:
     timer: asyncio.TimerHandle | None = None
     async_task: asyncio.Task[Result] | None = None
     claim_lost: bool = False
+    cancelled: bool = False
+    """Someone asked to cancel the task: whatever it returns, it ends CANCELLED."""
 
 
 class Slots:
@@ -116,7 +128,14 @@ class Slots:
 
     def _start_waiting(self) -> None:
         while self._waiting and self._busy < self.concurrency:
-            self._run(self._waiting.popleft())
+            running = self._waiting.popleft()
+            if running.cancelled:  # cancelled while it waited: it never runs
+                assert running.record.claim_id is not None
+                self._running.pop(running.record.claim_id, None)
+                self.reporter.add(Finished(running.record, Cancelled(0.0),
+                                           running.call.task.retry_backoff, running.claim_lost))
+            else:
+                self._run(running)
 
     def _run(self, running: Running) -> None:
         record, call = running.record, running.call
@@ -135,6 +154,20 @@ class Slots:
         if call.task.timeout is not None:
             running.timer = self._loop.call_later(call.task.timeout, self._timed_out,
                                                   record.claim_id)
+
+    def cancel(self, claim_id: UUID) -> None:
+        """Someone asked to cancel this running task: an ``async def`` one is cancelled at once
+        (``CancelledError`` where it awaits), a sync one sees ``context.cancelled``."""
+        running = self._running.get(claim_id)
+        if running is None or running.cancelled:
+            return
+        running.cancelled = True
+        self.reporter.events.note("task.cancelling", running.record,
+                                  "cancellation requested; stopping the task", level=logging.INFO)
+        if running.async_task is not None:
+            running.async_task.cancel()
+        if running.call.task.takes_context:
+            running.call.args[0].cancellation.set()
 
     def take_unsettled(self) -> list[Running]:
         """Give up on the tasks still running, to put them back: their outcomes, if they ever
@@ -172,6 +205,8 @@ class Slots:
         if running is not None and result is not None:
             if running.timer is not None:
                 running.timer.cancel()
+            if running.cancelled:
+                result = Cancelled(result.seconds)
             self.reporter.add(Finished(running.record, result, running.call.task.retry_backoff,
                                        running.claim_lost))
         self.on_change()

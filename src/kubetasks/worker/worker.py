@@ -189,9 +189,12 @@ class Worker:
             claims = self._slots.claims()
             if not claims:
                 continue
-            held = await self._database(self.store.heartbeat, claims)
-            if held is None:
+            kept = await self._database(self.store.keep_claims, claims)
+            if kept is None:
                 continue
+            held, cancel_requested = kept
+            for claim_id in cancel_requested:
+                self._slots.cancel(claim_id)
             for claim_id in claims:
                 running = self._slots.get(claim_id)
                 if running is None or claim_id in held or running.claim_lost:
