@@ -5,18 +5,19 @@
 -- Many tasks in one statement; identity values follow the input order.
 INSERT INTO kubetasks_tasks
     (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts,
-     unique_key, unique_while)
+     unique_key, unique_while, trace_context)
 SELECT queue_name, task_name, priority, args, kwargs, context,
        -- "now" is the database's: a deadline the client set a moment ago may already be older.
        coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts,
-       unique_key, unique_while
+       unique_key, unique_while, trace_context
 FROM unnest(
     %(queue_names)s::text[], %(task_names)s::text[], %(priorities)s::smallint[],
     %(args)s::jsonb[], %(kwargs)s::jsonb[], %(contexts)s::jsonb[],
     %(run_afters)s::timestamptz[], %(expected_ats)s::timestamptz[], %(max_attempts)s::integer[],
-    %(unique_keys)s::text[], %(unique_whiles)s::text[]
+    %(unique_keys)s::text[], %(unique_whiles)s::text[], %(trace_contexts)s::jsonb[]
 ) WITH ORDINALITY AS r(queue_name, task_name, priority, args, kwargs, context,
-                       run_after, expected_at, max_attempts, unique_key, unique_while, ord)
+                       run_after, expected_at, max_attempts, unique_key, unique_while,
+                       trace_context, ord)
 ORDER BY ord
 -- A task whose unique key a live task holds is not written (the store then reads the holder).
 -- A concurrent transaction that holds the key uncommitted is waited for. The predicate is the

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
 from time import perf_counter
 from typing import Any
 
+from kubetasks import tracing
 from kubetasks.config import get_backend
 from kubetasks.exceptions import InvalidTaskError, TaskTimeout
 from kubetasks.execution import call_arguments, encode_return
@@ -48,6 +50,7 @@ class Call:
     task: Task[..., Any]
     args: list[Any]
     kwargs: dict[str, Any]
+    record: TaskRecord | None = None
 
 
 def prepare(record: TaskRecord) -> Call:
@@ -71,11 +74,21 @@ def prepare(record: TaskRecord) -> Call:
         raise InvalidTaskError(
             f"stored arguments of task {record.id} do not fit {task.name}{_bare(signature)}: "
             f"{error} (args={_shown(record.args)}, kwargs={_shown(record.kwargs)})") from None
-    return Call(task=task, args=args, kwargs=kwargs)
+    return Call(task=task, args=args, kwargs=kwargs, record=record)
 
 
 def run_sync(call: Call) -> Result:
-    """Run a plain function in the calling thread (a worker thread)."""
+    """Run a plain function in the calling thread (a worker thread), in its span when
+    OpenTelemetry is installed."""
+    if not (tracing.ENABLED and call.record is not None):
+        return _run_sync(call)
+    with _span(call.record) as span:
+        result = _run_sync(call)
+        _outcome(span, call, result)
+    return result
+
+
+def _run_sync(call: Call) -> Result:
     started = perf_counter()
     try:
         value = call.task.func(*call.args, **call.kwargs)
@@ -86,7 +99,37 @@ def run_sync(call: Call) -> Result:
 
 
 async def run_async(call: Call) -> Result:
-    """Run an ``async def`` task on the worker's event loop, within its timeout."""
+    """Run an ``async def`` task on the worker's event loop, within its timeout, in its span
+    when OpenTelemetry is installed."""
+    if not (tracing.ENABLED and call.record is not None):
+        return await _run_async(call)
+    with _span(call.record) as span:
+        try:
+            result = await _run_async(call)
+        except asyncio.CancelledError:
+            tracing.outcome(span, "cancelled")
+            raise
+        _outcome(span, call, result)
+    return result
+
+
+def _span(record: TaskRecord) -> AbstractContextManager[tracing.Span]:
+    return tracing.attempt_span(task_name=record.task_name, task_id=record.id,
+                                queue_name=record.queue_name, attempt=record.attempts,
+                                parent=tracing.parent_of(record.trace_context))
+
+
+def _outcome(span: tracing.Span, call: Call, result: Result) -> None:
+    if call.task.takes_context and call.args[0].cancelled:
+        tracing.outcome(span, "cancelled")
+    elif isinstance(result, Failed):
+        kind = "timeout" if isinstance(result.error, TaskTimeout) else "failed"
+        tracing.outcome(span, kind, result.error)
+    else:
+        tracing.outcome(span, "succeeded")
+
+
+async def _run_async(call: Call) -> Result:
     started = perf_counter()
     scope = asyncio.timeout(call.task.timeout)
     try:
