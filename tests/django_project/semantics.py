@@ -6,6 +6,7 @@ Environment: as ``scenario.py``, and KUBETASKS_TEST_SIGNALS (a file receivers ap
 Prints one line per step; exits non-zero at the first failed check.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -98,6 +99,7 @@ kubetasks.configure("postgres", database_url="postgresql://{USER}@{HOST}:{PORT}/
                     .format(**connection.settings_dict))
 plain_kubetasks = signal_tasks.plain_double.enqueue(21)
 failing = signal_tasks.fails.enqueue()
+failing_async = signal_tasks.fails_async.enqueue()
 bad_return = signal_tasks.returns_a_function.enqueue()
 with_context = signal_tasks.context_seen.enqueue("x")
 repo = os.environ["KUBETASKS_REPO"]
@@ -114,6 +116,10 @@ try:
     failed = wait_finished(failing)
     assert failed.status == TaskResultStatus.FAILED
     assert failed.errors[0].exception_class_path == "builtins.ValueError"
+    failed_async = wait_finished(failing_async)
+    assert failed_async.status == TaskResultStatus.FAILED
+    assert failed_async.errors[-1].traceback.endswith(
+        "ValueError: this async task fails on purpose\n"), failed_async.errors[-1].traceback
     returned = wait_finished(bad_return)
     assert returned.status == TaskResultStatus.FAILED
     assert returned.errors[0].exception_class is TypeError, returned.errors[0]
@@ -130,7 +136,8 @@ finally:
 log = WORKER_LOG.read_text()
 
 # MAX_ATTEMPTS is 2: task_started for every attempt, task_finished once no attempt is left.
-for result, final in ((done, "SUCCESSFUL"), (failed, "FAILED"), (returned, "FAILED")):
+for result, final in ((done, "SUCCESSFUL"), (failed, "FAILED"), (returned, "FAILED"),
+                      (failed_async, "FAILED")):
     fired = [line[1:4] for line in signals_of(result.id) if line[0] != str(os.getpid())]
     expected = [["started", result.id, "RUNNING"]] * result.attempts
     assert fired == [*expected, ["finished", result.id, final]], fired
@@ -140,12 +147,17 @@ assert signals_of(plain_kubetasks.id) == [], signals_of(plain_kubetasks.id)
 print("task_started (each attempt) and task_finished (the last) fired in the worker")
 
 logger = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
-for result, state in ((done, "SUCCESSFUL"), (failed, "FAILED")):
+for result, state in ((done, "SUCCESSFUL"), (failed, "FAILED"), (failed_async, "FAILED")):
     lines = [line for line in log.splitlines() if f"Task id={result.id} " in line]
     assert len(lines) == result.attempts + 1, (lines, log[-3000:])
     assert all("state=RUNNING" in line for line in lines[:-1]), lines
     assert f"state={state}" in lines[-1], lines
     assert all(logger in line for line in lines), lines
-assert "ValueError: this task fails on purpose" in log.split(f"Task id={failing.id} ")[-1]
+for result, message in ((failing, "this task fails on purpose"),
+                        (failing_async, "this async task fails on purpose")):
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    final = [e for e in entries if e["logger"] == logger
+             and e["message"].startswith(f"Task id={result.id} ") and "state=FAILED" in e["message"]]
+    assert len(final) == 1 and f"ValueError: {message}" in final[0].get("exception", ""), final
 print(f"Django's {logger} log lines in the worker's log, the failure with its traceback")
 print("OK")

@@ -59,3 +59,8 @@ def context_seen(context, label: str) -> dict:  # type: ignore[no-untyped-def]
 def plain_double(n: int) -> int:
     """A plain kubetasks task in the same worker: Django sends no signal about it."""
     return 2 * n
+
+
+@task()
+async def fails_async() -> None:
+    raise ValueError("this async task fails on purpose")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -73,28 +72,13 @@ class DjangoAttempt:
             exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
             traceback="".join(traceback.format_exception(error))))
         self._finish(DjangoStatus.FAILED)
-        _send_while_handling(error, lambda: task_finished.send(
-            sender=self.sender, task_result=self.result))
+        # Called inside the handler of ``error`` (asgiref's sync_to_async carries it into its
+        # thread): Django's receivers, its own log line among them, read ``sys.exc_info()``.
+        task_finished.send(sender=self.sender, task_result=self.result)
 
     def _finish(self, status: DjangoStatus) -> None:
         object.__setattr__(self.result, "status", status)
         object.__setattr__(self.result, "finished_at", datetime.now(UTC))
-
-
-def _send_while_handling(error: BaseException, send: Callable[[], Any]) -> None:
-    """Send inside a handler of ``error``, as Django does: receivers (Django's own log line
-    among them) read the exception from ``sys.exc_info()``. In another thread than the one
-    that caught it, it is raised once more here, and its traceback kept as it was."""
-    if sys.exc_info()[1] is error:
-        send()
-        return
-    kept = error.__traceback__
-    try:
-        raise error
-    except BaseException:
-        send()
-    finally:
-        error.__traceback__ = kept
 
 
 def runner(task: Any, sender: type[BaseTaskBackend]) -> Callable[..., Any]:
