@@ -23,8 +23,9 @@ To add a command, e.g. ``kubetasks pause QUEUE``:
 An option that several commands take is defined once in ``options.py`` (like ``DRY_RUN``), with
 a ``click.ParamType`` there when its value needs checking (``Duration``, ``Count``, ``TaskId``):
 a bad value raises ``Refused`` with one line naming the option and the value. The worker's
-options live in ``kubetasks.worker.settings.WORKER_OPTIONS``. Print with ``output.emit`` only:
-it keeps the table, JSON and YAML shapes of a command in one place. Raise ``KubeTasksError``
+options live in ``kubetasks.worker.settings.WORKER_OPTIONS``. Print with ``output.emit`` only,
+given ``options.output_format()``: it keeps the table, JSON and YAML shapes of a command in one
+place, and escapes control characters on the terminal. Raise ``KubeTasksError``
 subclasses for what the user must fix; ``kubetasks.cli.main`` turns them into one line and
 exit code 1.
 """
@@ -35,11 +36,12 @@ import click
 
 from kubetasks.commands.maintenance import migrate, prune, requeue
 from kubetasks.commands.queues import limit, pause, resume
+from kubetasks.commands.schedules import schedules
 from kubetasks.commands.tasks import cancel, enqueue, retry, show, status, tasks
 from kubetasks.commands.worker import worker
 
 COMMANDS: tuple[click.Command, ...] = (
     migrate, worker, enqueue, status, tasks, show, cancel, retry, requeue, prune,
-    pause, resume, limit,
+    pause, resume, limit, schedules,
 )
 """Every subcommand, in the order ``kubetasks --help`` lists them."""

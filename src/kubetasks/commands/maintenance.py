@@ -11,8 +11,8 @@ from kubetasks.commands.options import (
     DRY_RUN,
     Count,
     Duration,
-    Globals,
     KubetasksCommand,
+    output_format,
     output_options,
 )
 from kubetasks.commands.output import Table, emit, progress
@@ -30,17 +30,13 @@ BATCH = 500
 so a large backlog never holds locks for long, and the progress bar moves."""
 
 
-def globals_() -> Globals:
-    return click.get_current_context().ensure_object(Globals)
-
-
 @click.command(cls=KubetasksCommand)
 @output_options
 def migrate() -> int:
     """Create or upgrade the schema."""
     applied = apply_schema(reachable_database())
     text = f"applied migrations {applied}" if applied else "schema is up to date"
-    emit(globals_().output_format, {"applied": list(applied)}, text=text)
+    emit(output_format(), {"applied": list(applied)}, text=text)
     return 0
 
 
@@ -67,7 +63,7 @@ def requeue(pod_uid: str | None, stale: timedelta, queue: str | None, max_lost: 
     rows = [{"id": t.task_id, "queue": t.queue_name, "task": t.task_name, "worker": t.worker_pod,
              "state": states[t.task_id]} for t in moved]
     verb = "would requeue" if dry_run else "requeued"
-    emit(globals_().output_format, {"requeued": len(rows), "dry_run": dry_run, "tasks": rows},
+    emit(output_format(), {"requeued": len(rows), "dry_run": dry_run, "tasks": rows},
          table=Table(["ID", "QUEUE", "TASK", "WORKER", "STATE"],
                      [[str(t.task_id), t.queue_name, t.task_name, t.worker_pod or "-",
                        states[t.task_id]]
@@ -110,7 +106,7 @@ def prune(successful: timedelta, failed: timedelta, queue: str | None, dry_run: 
     data = {"deleted": count, "dry_run": dry_run, "successful_older_than": format_duration(successful),
             "failed_older_than": format_duration(failed)}
     verb = "would delete" if dry_run else "deleted"
-    emit(globals_().output_format, data, text=f"{verb} {count} finished tasks")
+    emit(output_format(), data, text=f"{verb} {count} finished tasks")
     return 0
 
 

@@ -40,6 +40,11 @@ class Globals:
         return self.output or "table"
 
 
+def output_format() -> str:
+    """``-o`` of the command being run (``table`` unless given)."""
+    return click.get_current_context().ensure_object(Globals).output_format
+
+
 class Refused(click.BadParameter):
     """A bad value, with a message that already names the option and the value."""
 

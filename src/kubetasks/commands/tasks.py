@@ -15,9 +15,9 @@ from kubetasks.commands.database import open_store
 from kubetasks.commands.options import (
     DRY_RUN,
     Count,
-    Globals,
     KubetasksCommand,
     TaskId,
+    output_format,
     output_options,
 )
 from kubetasks.commands.output import Table, ago, emit
@@ -27,10 +27,6 @@ from kubetasks.result import TaskResultStatus
 from kubetasks.store import Store
 
 STATES = [state.value for state in TaskResultStatus]
-
-
-def output_format() -> str:
-    return click.get_current_context().ensure_object(Globals).output_format
 
 
 @click.command(cls=KubetasksCommand)
