@@ -189,6 +189,8 @@ def test_admin_lists_and_cancels_then_prune_deletes_only_past_their_age(dsn: str
     out = admin(dsn, "cancel_tasks")
     assert "listed 2" in out and "2 tasks cancelled" in out
     assert set(states(dsn).values()) == {"open_incident CANCELLED"}
+    assert scalar(dsn, "SELECT string_agg(DISTINCT cancelled_by, ',') FROM kubetasks_tasks") == (
+        "admin (Django admin)")
 
     refused = manage(dsn, "kubetasks_prune", "--min-age-days", "-1", check=False)
     assert refused.returncode != 0 and "'-1' is not an age in days" in refused.stderr

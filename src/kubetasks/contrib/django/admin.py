@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from kubetasks.contrib.django.database import kubetasks_backends, raw_connection
 from kubetasks.contrib.django.models import Task
+from kubetasks.exceptions import KubeTasksError
 from kubetasks.store import Store
 
 try:  # Django 6
@@ -75,19 +76,27 @@ class TaskAdmin(admin.ModelAdmin):  # type: ignore[misc]
     @admin.action(description="Retry the selected failed or cancelled tasks",
                   permissions=["manage"])  # type: ignore[untyped-decorator]
     def retry_tasks(self, request: Any, queryset: Any) -> None:
-        self._each(request, queryset, "rerun", "retried", "not FAILED or CANCELLED")
+        store, connection = store_and_connection()
+        self._each(request, queryset, lambda i: store.rerun(i, connection=connection),
+                   "retried", "not FAILED or CANCELLED")
 
-    @admin.action(description="Cancel the selected ready tasks",
+    @admin.action(description="Cancel the selected tasks (a running one is stopped by its worker)",
                   permissions=["manage"])  # type: ignore[untyped-decorator]
     def cancel_tasks(self, request: Any, queryset: Any) -> None:
-        self._each(request, queryset, "cancel", "cancelled", "not READY")
-
-    def _each(self, request: Any, queryset: Any, method: str, done: str, why_not: str) -> None:
         store, connection = store_and_connection()
-        change: Callable[..., bool] = getattr(store, method)
-        ids = list(queryset.values_list("id", flat=True))
-        changed = [i for i in ids if change(i, connection=connection)]
-        skipped = sorted(set(ids) - set(changed))
+        by = f"{request.user.get_username()} (Django admin)"
+        self._each(request, queryset, lambda i: store.cancel(i, by=by, connection=connection),
+                   "cancelled", "finished, or already being cancelled")
+
+    def _each(self, request: Any, queryset: Any, change: Callable[[int], bool], done: str,
+              why_not: str) -> None:
+        changed: list[int] = []
+        skipped: list[int] = []
+        for task_id in queryset.values_list("id", flat=True):
+            try:
+                (changed if change(task_id) else skipped).append(task_id)
+            except KubeTasksError as error:  # e.g. its unique key went to a newer task
+                self.message_user(request, f"task {task_id}: {error}", messages.ERROR)
         if changed:
             self.message_user(request, f"{len(changed)} tasks {done}", messages.SUCCESS)
         if skipped:
