@@ -36,11 +36,12 @@ import click
 
 from kubetasks.commands.maintenance import migrate, prune, requeue
 from kubetasks.commands.queues import limit, pause, resume
+from kubetasks.commands.schedules import schedules
 from kubetasks.commands.tasks import cancel, enqueue, retry, show, status, tasks
 from kubetasks.commands.worker import worker
 
 COMMANDS: tuple[click.Command, ...] = (
     migrate, worker, enqueue, status, tasks, show, cancel, retry, requeue, prune,
-    pause, resume, limit,
+    pause, resume, limit, schedules,
 )
 """Every subcommand, in the order ``kubetasks --help`` lists them."""
