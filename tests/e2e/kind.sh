@@ -2,6 +2,8 @@
 # The end-to-end tier on kind, for hosts with Docker: creates a kind cluster, builds the three
 # images with docker, loads them into the node, and runs tests/e2e against it. Needs docker,
 # kind, kubectl and helm on PATH. `KEEP_CLUSTER=1` keeps the cluster afterwards.
+# test_getting_started.py runs the README's "Getting started on your cluster" block here as on
+# the real node, with docker building its images and `kind load` standing for `docker push`.
 #   bash tests/e2e/kind.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,4 +33,4 @@ for image in kubetasks/operator:dev kubetasks/worker:dev kubetasks/example-app:d
     kind load docker-image --name "$name" "$image"
 done
 
-KUBECONFIG="$kubeconfig" KUBETASKS_E2E_PROVIDER=kind python3 -m pytest tests/e2e "$@"
+KUBECONFIG="$kubeconfig" KIND_CLUSTER_NAME="$name" KUBETASKS_E2E_PROVIDER=kind python3 -m pytest tests/e2e "$@"
