@@ -45,7 +45,10 @@ def test_concurrent_migrators_apply_each_migration_once(empty_dsn: str) -> None:
 
     assert errors == []
     everything = [m.version for m in available()]
-    assert sorted(results, key=len) == [[], [], [], everything]
+    # Each migration is applied once, by whichever migrator takes the lock for it first (each
+    # runs in its own transaction, so two migrators may share the work).
+    assert sorted(version for applied in results for version in applied) == everything
+    assert len(results) == 4
     assert migrate(empty_dsn) == []
 
 
