@@ -23,7 +23,6 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
-from kubetasks import tracing
 from kubetasks.exceptions import (
     DuplicateTaskError,
     InvalidTaskError,
@@ -71,6 +70,9 @@ oldest running attempt (when more than the default). The age is a lower bound on
 and twice the time already spent is the usual guess for a duration known only to exceed it;
 without it, a first burst of long tasks looks like seconds of work until one finishes
 (``bench/scaling_simulation.py`` shows both)."""
+
+CHECK_IDLE_SECONDS = 1.0
+"""A pooled connection idle longer than this is checked (one round trip) before it is lent."""
 
 DatabaseError = psycopg.Error
 """Anything PostgreSQL or the driver refused; callers catch it without importing the driver."""
@@ -136,10 +138,12 @@ class Store:
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
             kwargs={"autocommit": True, "row_factory": dict_row}, name="kubetasks",
             configure=_configure_connection,
-            # A connection is checked before it is lent: after a PostgreSQL restart the pool
-            # holds dead ones, which would fail the caller's statement.
-            check=ConnectionPool.check_connection,
+            # A connection idle for a while is checked before it is lent: after a PostgreSQL
+            # restart the pool holds dead ones, which would fail the caller's statement.
+            check=self._check_idle,
         )
+        self._last_used: dict[int, float] = {}
+        """When each pooled connection (by id) last finished a statement without error."""
         self._opened = False
         self._limited: tuple[float, frozenset[str]] = (-math.inf, frozenset())
         self._opening = threading.Lock()  # threads (and aenqueue's) may race to open it
@@ -173,6 +177,15 @@ class Store:
                     self._opened = True
         with self.pool.connection() as conn:
             yield conn
+            self._last_used[id(conn)] = time.monotonic()
+
+    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
+        """Check a connection only if it sat idle past ``CHECK_IDLE_SECONDS``: a check is a round
+        trip, as long as the worker's claim itself, and one that just served is alive. A server
+        restarted within that second fails the next statement once (``DATABASE_AWAY``: the
+        worker tries again) and the pool drops the connection."""
+        if time.monotonic() - self._last_used.get(id(conn), -math.inf) > CHECK_IDLE_SECONDS:
+            ConnectionPool.check_connection(conn)
 
     def _rows(self, name: str, params: dict[str, Any],
               connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
@@ -674,9 +687,7 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
 
 
 def _enqueue_params(requests: Sequence[EnqueueRequest]) -> dict[str, Any]:
-    trace_context = tracing.current_context_json()  # the caller's span, if it is traced
     return {
-        "trace_contexts": [trace_context] * len(requests),
         "queue_names": [r.queue_name for r in requests],
         "task_names": [r.task_name for r in requests],
         "priorities": [r.priority for r in requests],
