@@ -1,11 +1,15 @@
-"""Django's own tasks suite against ``KubeTasksBackend`` with a real ``kubetasks worker``.
+"""Django's own tasks suites against ``KubeTasksBackend``: Django 6.1's with a real
+``kubetasks worker`` on Python 3.12, and django-tasks-db 0.13's on this interpreter (Django 5.2
+and the ``django-tasks`` backport).
 
 Django 6.1's ``tests/tasks`` comes from Django's sdist on PyPI (``pip download`` once, cached
 under ``~/.cache/kubetasks/sdists``; nothing of it is kept in this repository). The only
 adaptation: where a test names Django's Dummy or Immediate backend, it gets kubetasks'
 ``StoringBackend`` or ``WaitingBackend`` (``tests/django_suites/backends.py``). Every test must
 pass or be listed in ``docs/django.md`` as not applicable, with the reason; a listed test that
-starts passing fails this test too, so the list stays true.
+starts passing fails this test too, so the list stays true. django-tasks-db's sdist lacks the
+modules its tests import (``tests.tasks``, settings, URLs): ``tests/django_suites`` supplies
+them, and its ``DatabaseBackend`` is read as ``KubeTasksBackend``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +111,60 @@ def test_django_61_tasks_suite(postgresql: psycopg.Connection[Any], tmp_path: Pa
     not_passing = {test for test, outcome in outcomes.items() if outcome != "passed"}
     listed = not_applicable("Django 6.1's tests/tasks")
     assert len(outcomes) > 80, outcomes
+    assert not_passing - listed == set(), (
+        f"failing and not listed in docs/django.md: {sorted(not_passing - listed)}\n"
+        f"{done.stderr[-12000:]}")
+    assert listed - not_passing == set(), (
+        f"listed as not applicable in docs/django.md but passing: {sorted(listed - not_passing)}")
+
+
+DB_SUITE_ADAPTATION = {"django_tasks_db.DatabaseBackend": "kubetasks.contrib.django.KubeTasksBackend"}
+URLS = ('from django.contrib import admin\nfrom django.urls import path\n\n'
+        'urlpatterns = [path("admin/", admin.site.urls)]\n')
+
+
+def adapted_db_suite(into: Path) -> Path:
+    """django-tasks-db's sdist (its package and ``tests/tests.py``), with what the sdist lacks
+    (``tests.tasks``, settings, URLs) from ``tests/django_suites`` and the backend pointed at
+    kubetasks."""
+    top = extract(sdist("django-tasks-db==0.13.*", "django_tasks_db-0.13.*.tar.gz",
+                        python=sys.executable), "", into)
+    tests = top / "tests"
+    source = (tests / "tests.py").read_text()
+    for theirs, ours in DB_SUITE_ADAPTATION.items():
+        source = source.replace(theirs, ours)
+    (tests / "tests.py").write_text(source)
+    here = REPO / "tests" / "django_suites"
+    shutil.copy(here / "db_suite_tasks.py", tests / "tasks.py")
+    for name in ("settings.py", "db_worker_test_settings.py"):
+        shutil.copy(here / "db_suite_settings.py", tests / name)
+    (tests / "urls.py").write_text(URLS)
+    shutil.copy(here / "run_suite.py", top / "kubetasks_run_suite.py")
+    return top
+
+
+@pytest.mark.timeout(900)
+def test_django_tasks_db_suite(postgresql: psycopg.Connection[Any], tmp_path: Path) -> None:
+    top = adapted_db_suite(tmp_path)
+    info = postgresql.info
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "KUBETASKS_TEST_DBNAME": info.dbname, "KUBETASKS_TEST_USER": info.user,
+        "KUBETASKS_TEST_HOST": info.host, "KUBETASKS_TEST_PORT": str(info.port),
+        "KUBETASKS_DATABASE_URL": f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}",
+        "PYTHONPATH": os.pathsep.join([str(top), str(REPO / "src")]),
+    }
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "kubetasks_run_suite", "--report", str(report),
+                           "tests.tests"], cwd=top, env=env, capture_output=True, text=True,
+                          timeout=800)
+    (tmp_path / "suite.log").write_text(done.stderr)
+    assert report.exists(), f"{done.stdout}\n{done.stderr[-6000:]}"
+    outcomes: dict[str, str] = json.loads(report.read_text())
+    not_passing = {test for test, outcome in outcomes.items() if outcome != "passed"}
+    listed = not_applicable("django-tasks-db 0.13's suite")
+    assert len(outcomes) > 90, outcomes
     assert not_passing - listed == set(), (
         f"failing and not listed in docs/django.md: {sorted(not_passing - listed)}\n"
         f"{done.stderr[-12000:]}")
