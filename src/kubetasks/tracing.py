@@ -13,21 +13,59 @@ instrumented with the OpenTelemetry API; kubetasks only uses the API.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 try:
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+    from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
 except ImportError:  # the extra is not installed
     ENABLED = False
 else:
     ENABLED = True
 
-__all__ = ["ENABLED", "Span", "attempt_span", "current_context_json", "outcome", "parent_of"]
+__all__ = ["ENABLED", "Span", "active", "attempt_span", "current_context_json", "outcome",
+           "parent_of"]
 
 TRACER = "kubetasks"
+_tracer: tuple[Any, Any] | None = None
+"""The tracer provider last used and its kubetasks tracer, made once per provider."""
+
+
+RECHECK_SECONDS = 1.0
+_provider_set: tuple[float, bool] = (-math.inf, False)
+"""When it was last looked up whether the application set a tracer provider, and the answer."""
+
+
+def active() -> bool:
+    """Whether runs are traced: opentelemetry is installed and the application has set a tracer
+    provider. Until it does, every span would be a no-op, at a cost (ten times a trivial task's
+    run), so none is made. Looking the provider up costs microseconds too: a provider, once
+    set, stays (OpenTelemetry refuses to replace it), and its absence is looked up again at
+    most every ``RECHECK_SECONDS``."""
+    global _provider_set
+    if not ENABLED:
+        return False
+    checked_at, is_set = _provider_set
+    if is_set:
+        return True
+    now = time.monotonic()
+    if now - checked_at < RECHECK_SECONDS:
+        return False
+    is_set = not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    _provider_set = (now, is_set)
+    return is_set
+
+
+def _get_tracer() -> Any:
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, provider.get_tracer(TRACER))
+    return _tracer[1]
 
 
 def current_context_json() -> str | None:
@@ -46,8 +84,7 @@ def attempt_span(*, task_name: str, task_id: int, queue_name: str, attempt: int,
     """The span of one attempt, current while the task runs: a child of the stored context
     ``parent`` when there is one, else a root. ``outcome()`` sets how it ended."""
     context = propagate.extract(dict(parent)) if parent else None
-    tracer = trace.get_tracer(TRACER)
-    with tracer.start_as_current_span(
+    with _get_tracer().start_as_current_span(
             f"run {task_name}", context=context, kind=SpanKind.CONSUMER, attributes={
                 "messaging.system": "kubetasks", "messaging.operation.type": "process",
                 "messaging.destination.name": queue_name, "messaging.message.id": str(task_id),

@@ -79,8 +79,8 @@ def prepare(record: TaskRecord) -> Call:
 
 def run_sync(call: Call) -> Result:
     """Run a plain function in the calling thread (a worker thread), in its span when
-    OpenTelemetry is installed."""
-    if not (tracing.ENABLED and call.record is not None):
+    tracing is active (``tracing.active``)."""
+    if call.record is None or not tracing.active():
         return _run_sync(call)
     with _span(call.record) as span:
         result = _run_sync(call)
@@ -100,8 +100,8 @@ def _run_sync(call: Call) -> Result:
 
 async def run_async(call: Call) -> Result:
     """Run an ``async def`` task on the worker's event loop, within its timeout, in its span
-    when OpenTelemetry is installed."""
-    if not (tracing.ENABLED and call.record is not None):
+    when tracing is active (``tracing.active``)."""
+    if call.record is None or not tracing.active():
         return await _run_async(call)
     with _span(call.record) as span:
         try:
