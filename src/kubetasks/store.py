@@ -23,6 +23,7 @@ from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
+from kubetasks import tracing
 from kubetasks.exceptions import (
     DuplicateTaskError,
     InvalidTaskError,
@@ -687,7 +688,9 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
 
 
 def _enqueue_params(requests: Sequence[EnqueueRequest]) -> dict[str, Any]:
+    trace_context = tracing.current_context_json()  # the caller's span, if it is traced
     return {
+        "trace_contexts": [trace_context] * len(requests),
         "queue_names": [r.queue_name for r in requests],
         "task_names": [r.task_name for r in requests],
         "priorities": [r.priority for r in requests],
