@@ -4,8 +4,11 @@ worker processes, so the statements themselves are measured.
 For a queue without settings, with a cap that never binds (``max_running`` 1,000,000: the
 settings row is locked and RUNNING counted on every claim) and with a rate that never binds,
 from 1 and 4 claimer threads: tasks per second, and the claim's round trip (p50, p99).
+``--statements`` times the two claim statements alone on one connection instead (interleaved
+blocks over a backlog of ``--tasks``): ``claim_tasks``, and ``lock_limited_queues`` +
+``claim_limited_tasks`` in their transaction.
 
-    python bench/claim_limits.py [--tasks 20000] [--batch 32] [--output bench/RESULTS-claim-limits.md]
+    python bench/claim_limits.py [--tasks 20000] [--batch 32] [--statements] [--output FILE]
 
 Runs against any kubetasks that has ``Store.claim`` (settings are skipped where the store has
 no ``set_limits``), so the same script measures the code before the limits too.
@@ -21,6 +24,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -89,12 +93,64 @@ def set_mode(store: Store, mode: str) -> bool:
     return True
 
 
+def time_statements(dsn: str, tasks: int, batch: int) -> list[str]:
+    """Median milliseconds per claim of ``batch`` of each statement, in 30 interleaved blocks."""
+    from kubetasks.queries import query
+    from kubetasks.records import QueueSettings
+    with Store(dsn) as store:
+        fill(store, dsn, tasks)
+        store.set_limits(QueueSettings("capped", max_running=1_000_000))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE kubetasks_tasks SET queue_name = 'capped' WHERE id % 2 = 0")
+        conn.execute("VACUUM ANALYZE kubetasks_tasks")
+        params = {"limit": batch, "pod_name": "p", "pod_uid": "u", "nonce": "n", "worker_id": "p/n"}
+
+        def finish(rows: list[tuple[Any, ...]]) -> None:
+            # Completed at once, as workers would: RUNNING stays small, as under a real cap.
+            conn.execute("UPDATE kubetasks_tasks SET state = 'SUCCESSFUL', claim_id = NULL, "
+                         "heartbeat_at = NULL, finished_at = now() WHERE id = ANY(%s)",
+                         [[row[0] for row in rows]])
+
+        def plain() -> float:
+            began = time.perf_counter()
+            rows = conn.execute(query("claim_tasks"), {**params, "queue_names": [QUEUE]},
+                                prepare=True).fetchall()
+            took = time.perf_counter() - began
+            finish(rows)
+            return took
+
+        def limited() -> float:
+            began = time.perf_counter()
+            with conn.transaction():
+                conn.execute(query("lock_limited_queues"), {"queue_names": ["capped"]}, prepare=True)
+                rows = conn.execute(query("claim_limited_tasks"),
+                                    {**params, "queue_names": ["capped"]}, prepare=True).fetchall()
+            took = time.perf_counter() - began
+            finish(rows)
+            return took
+
+        blocks: dict[str, list[float]] = {"claim_tasks": [], "lock + claim_limited_tasks": []}
+        rounds = max(1, tasks // 2 // batch // 30)
+        for _ in range(30):
+            for name, call in (("claim_tasks", plain), ("lock + claim_limited_tasks", limited)):
+                blocks[name].append(sum(call() for _ in range(rounds)) / rounds * 1000)
+    return [f"| {name} | {statistics.median(ms):.2f} | {min(ms):.2f} |" for name, ms in blocks.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--statements", action="store_true")
     options = parser.parse_args()
+    if options.statements:
+        with LocalPostgres() as server:
+            migrate(server.dsn)
+            lines = ["| statement | median ms per claim | fastest block ms |", "|---|---:|---:|",
+                     *time_statements(server.dsn, options.tasks, options.batch)]
+        print("\n".join(lines))
+        return
     lines = ["| settings | threads | tasks/s | claim p50 ms | claim p99 ms |", "|---|---:|---:|---:|---:|"]
     with LocalPostgres() as server:
         migrate(server.dsn)
