@@ -11,9 +11,13 @@ JSON: TypeAlias = Any
 and dicts with string keys. Kept as ``Any`` so that user signatures flow through unchanged."""
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+
+
 def dumps(value: Any) -> str:
     """Serialise strictly: no NaN, no silent conversion of unknown types."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str) -> Any:

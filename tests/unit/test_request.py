@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kubetasks import InvalidTaskError
-from kubetasks.request import build_request
+from kubetasks.request import build_request, check_signature
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -79,3 +79,16 @@ def test_takes_context_reserves_the_first_parameter() -> None:
     build("hi", func=with_context, takes_context=True)
     with pytest.raises(InvalidTaskError, match="missing a required argument: 'greeting'"):
         build(func=with_context, takes_context=True)
+
+
+def test_a_call_shape_that_bound_before_lets_no_wrong_call_through() -> None:
+    def send(user_id: int, subject: str = "hi") -> None: ...
+
+    for _ in range(2):  # the second time from what the first remembered
+        check_signature(send, "send", [1], {"subject": "x"}, False)
+    with pytest.raises(InvalidTaskError, match="too many positional"):
+        check_signature(send, "send", [1, "x", 3], {}, False)
+    with pytest.raises(InvalidTaskError, match="unexpected keyword argument 'subjekt'"):
+        check_signature(send, "send", [1], {"subjekt": "x"}, False)
+    with pytest.raises(InvalidTaskError, match="multiple values for argument 'subject'"):
+        check_signature(send, "send", [1], {"subject": "x"}, True)  # the context takes a place
