@@ -1,0 +1,123 @@
+"""A worker claims ahead only while its tasks are short: the tasks claimed ahead wait for a free
+slot, start in claim order, never run beyond the concurrency, and go back unstarted when the
+worker stops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from kubetasks import task
+from kubetasks.records import TaskRecord
+from kubetasks.result import TaskResultStatus
+from kubetasks.worker.metrics import WorkerMetrics
+from kubetasks.worker.reporter import Reporter
+from kubetasks.worker.slots import SHORT_TASK_SECONDS, Slots
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+gate = threading.Event()
+ran: list[int] = []
+running_now = 0
+most_at_once = 0
+lock = threading.Lock()
+
+
+@task(name="tests.claim_ahead.gated")
+def gated(number: int) -> None:
+    global running_now, most_at_once
+    with lock:
+        running_now += 1
+        most_at_once = max(most_at_once, running_now)
+        ran.append(number)
+    gate.wait(5)
+    with lock:
+        running_now -= 1
+
+
+@task(name="tests.claim_ahead.long")
+def long() -> None:
+    time.sleep(SHORT_TASK_SECONDS * 1.5)
+
+
+def record(task_name: str, *args: Any) -> TaskRecord:
+    return TaskRecord(
+        id=len(ran) + 1, queue_name="q", task_name=task_name, priority=0, args=list(args),
+        kwargs={}, context={}, state=TaskResultStatus.RUNNING, run_after=NOW, expected_at=None,
+        enqueued_at=NOW, started_at=NOW, last_attempted_at=NOW, finished_at=None, attempts=1,
+        max_attempts=1, lost_count=0, claim_id=uuid4(), worker_pod="p", worker_pod_uid="u",
+        worker_nonce="n", heartbeat_at=NOW, worker_ids=[], return_value=None, errors=[])
+
+
+def slots_of(concurrency: int) -> Slots:
+    reporter = Reporter(None, WorkerMetrics(), worker_id="w",  # type: ignore[arg-type]
+                        after_failures=lambda: None)  # never started: outcomes stay pending
+    slots = Slots(concurrency, reporter=reporter, metrics=WorkerMetrics(), on_change=lambda: None)
+    slots.open(asyncio.get_running_loop())
+    return slots
+
+
+async def settled(slots: Slots, count: int) -> None:
+    for _ in range(500):
+        if slots.unsettled == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{slots.unsettled} tasks unsettled, expected {count}")
+
+
+def test_short_tasks_are_claimed_ahead_and_wait_for_a_slot_in_claim_order() -> None:
+    async def scenario() -> None:
+        slots = slots_of(2)
+        assert slots.free == 2  # nothing known of the tasks yet: no claiming ahead
+        gate.set()
+        for number in (1, 2):
+            slots.start(record("tests.claim_ahead.gated", number))
+        await settled(slots, 0)
+        assert slots.free == 4  # short tasks: as many again, claimed ahead
+        gate.clear()
+        for number in (3, 4, 5, 6):
+            slots.start(record("tests.claim_ahead.gated", number))
+        await asyncio.sleep(0.05)
+        assert (slots.free, slots.unsettled, len(slots.claims())) == (0, 4, 4)
+        assert ran == [1, 2, 3, 4]
+        gate.set()  # slots free: the waiting ones start, in claim order
+        await settled(slots, 0)
+        assert ran == [1, 2, 3, 4, 5, 6]
+        assert most_at_once == 2
+
+    ran.clear()
+    asyncio.run(scenario())
+
+
+def test_tasks_claimed_ahead_go_back_unstarted_when_the_worker_stops() -> None:
+    async def scenario() -> None:
+        slots = slots_of(1)
+        gate.set()
+        slots.start(record("tests.claim_ahead.gated", 1))
+        await settled(slots, 0)
+        gate.clear()
+        first, second = record("tests.claim_ahead.gated", 2), record("tests.claim_ahead.gated", 3)
+        slots.start(first)
+        slots.start(second)
+        back = slots.take_waiting()
+        assert [r.record for r in back] == [second]
+        assert slots.claims() == [first.claim_id]
+        gate.set()
+        await settled(slots, 0)
+        assert ran == [1, 2]
+
+    ran.clear()
+    asyncio.run(scenario())
+
+
+def test_long_tasks_are_claimed_only_into_free_slots() -> None:
+    async def scenario() -> None:
+        slots = slots_of(2)
+        slots.start(record("tests.claim_ahead.long"))
+        await settled(slots, 0)
+        assert slots.free == 2
+
+    asyncio.run(scenario())
