@@ -206,7 +206,8 @@ def pickup(contender: Contender, dsn: str, *, count: int, samples: Samples) -> N
     samples.values["pickup"].extend(delays)
 
 
-def run(options: argparse.Namespace) -> tuple[list[Contender], dict[str, Samples], str]:
+def run(options: argparse.Namespace, load_before: str,
+        ) -> tuple[list[Contender], dict[str, Samples], str]:
     chosen = [c for c in contenders(options.baseline)
               if not options.only or c.system in options.only]
     results: dict[str, Samples] = {c.label: Samples() for c in chosen}
@@ -233,7 +234,12 @@ def run(options: argparse.Namespace) -> tuple[list[Contender], dict[str, Samples
                 print(f"round {round_number + 1}: {c.label}: "
                       f"{ {k: round(v[-1]) for k, v in results[c.label].values.items()} }",
                       flush=True)
-    return chosen, results, f"PostgreSQL {version // 10000}.{version % 10000}"
+            # Written after every round: a run cut short still leaves what it measured.
+            name = f"PostgreSQL {version // 10000}.{version % 10000}"
+            options.output.write_text(report(chosen, results, server=name, options=options,
+                                             load_before=load_before,
+                                             rounds_done=round_number + 1))
+    return chosen, results, name
 
 
 def table(chosen: list[Contender], results: dict[str, Samples]) -> list[str]:
@@ -255,7 +261,7 @@ def _n(value: float | None) -> str:
 
 
 def report(chosen: list[Contender], results: dict[str, Samples], *, server: str,
-           options: argparse.Namespace, load_before: str) -> str:
+           options: argparse.Namespace, load_before: str, rounds_done: int) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                "unknown CPU")
@@ -269,7 +275,8 @@ def report(chosen: list[Contender], results: dict[str, Samples], *, server: str,
         "synchronous_commit off)",
         f"- {options.tasks:,} no-op tasks per drain ({options.slow_tasks:,} for Procrastinate and "
         f"django-tasks-db), {options.single:,} one-at-a-time enqueues, "
-        f"{options.pickups} pickups per round; {options.rounds} interleaved rounds, medians "
+        f"{options.pickups} pickups per round; {rounds_done} of {options.rounds} interleaved "
+        "rounds done, medians "
         "(pickup percentiles over all rounds' samples)",
         f"- reproduce: `pip install -r bench/requirements.txt; python -m bench.compare "
         f"{' '.join(sys.argv[1:])}`".replace(" `", "`").replace("; python", "` then `python"),
@@ -295,10 +302,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "RESULTS-compare.md")
     options = parser.parse_args()
     load_before = _load()
-    chosen, results, server = run(options)
-    text = report(chosen, results, server=server, options=options, load_before=load_before)
-    options.output.write_text(text)
-    print(text)
+    run(options, load_before)
+    print(options.output.read_text())
 
 
 if __name__ == "__main__":
