@@ -666,10 +666,15 @@ def _apply_once(conn: psycopg.Connection[Any], change: SchemaChange) -> bool:
 def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
                   ) -> tuple[list[tuple[int, TaskRecord]], list[tuple[int, UUID, Exception]]]:
     """The claimed rows as (rank, record), and those that cannot be read as (id, claim, why).
-    Read one by one, so that one row no value can be made of spoils none of the others."""
+    All at once when they can all be read; else one by one, so that one row no value can be
+    made of spoils none of the others."""
     result = cur.pgresult
     if result is None:
         return [], []
+    try:
+        return [(int(row["claim_rank"]), TaskRecord.from_row(row)) for row in cur.fetchall()], []
+    except Exception:  # the row that failed is found, and failed alone, below
+        pass
     columns = [column.name for column in cur.description or ()]
     readable, unreadable = [], []
     for index in range(result.ntuples):
