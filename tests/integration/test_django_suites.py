@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +58,29 @@ def adapted_django_suite(into: Path, python: str) -> Path:
     return top / "tests"
 
 
-def idle_database(postgresql: psycopg.Connection[Any]) -> str:
-    """A second migrated database, which no worker serves."""
+@pytest.fixture
+def idle_database(postgresql: psycopg.Connection[Any]) -> Iterator[str]:
+    """A second migrated database, which no worker serves; dropped afterwards."""
     info = postgresql.info
     name = f"{info.dbname}_idle"
-    with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname="postgres",
-                         autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
+
+    def admin(statement: str) -> None:
+        with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(statement)
+
+    admin(f'DROP DATABASE IF EXISTS "{name}"')
+    admin(f'CREATE DATABASE "{name}"')
     url = f"postgresql://{info.user}@{info.host}:{info.port}/{name}"
     with psycopg.connect(url) as conn:
         migrate(connection=conn)
-    return url
+    yield url
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.timeout(900)
-def test_django_61_tasks_suite(postgresql: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_django_61_tasks_suite(postgresql: psycopg.Connection[Any], idle_database: str,
+                               tmp_path: Path) -> None:
     python = python312()
     version = subprocess.run([python, "-c", "import django; print(django.get_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -88,7 +96,7 @@ def test_django_61_tasks_suite(postgresql: psycopg.Connection[Any], tmp_path: Pa
         "KUBETASKS_TEST_DBNAME": info.dbname, "KUBETASKS_TEST_USER": info.user,
         "KUBETASKS_TEST_HOST": info.host, "KUBETASKS_TEST_PORT": str(info.port),
         "KUBETASKS_DATABASE_URL": worker_url, "KUBETASKS_SUITE_WORKER_URL": worker_url,
-        "KUBETASKS_SUITE_IDLE_URL": idle_database(postgresql),
+        "KUBETASKS_SUITE_IDLE_URL": idle_database,
         "PYTHONPATH": os.pathsep.join([str(suite), str(REPO), str(REPO / "src")]),
     }
     with (tmp_path / "worker.log").open("w") as log:
