@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from kubetasks.exceptions import InvalidTaskError
 from kubetasks.logs import redact
 from kubetasks.parsing import parse_duration
-from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask
+from kubetasks.records import QueueSettings, QueueStatistics, QueueStats, RequeuedTask
 from kubetasks.schedules import DueSchedule, Schedule, fire_due
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
@@ -41,11 +41,8 @@ class QueueStore(Protocol):
     @property
     def conninfo(self) -> str: ...
     def connect(self) -> Any: ...
-    def queue_stats(self, queue_names: Sequence[str] | None = None) -> list[QueueStats]: ...
-    def busy_pods(self, queue_name: str) -> dict[str, int]: ...
-    def deadline_work(self, queue_name: str, *, horizon: timedelta) -> list[DeadlineWork]: ...
-    def backlog_work(self, queue_name: str) -> float: ...
-    def oldest_ready_seconds(self, queue_name: str) -> float: ...
+    def queue_statistics(self, queue_name: str, *, scan_limit: int,
+                         horizon: timedelta) -> QueueStatistics: ...
     def requeue_pod(self, pod_uid: str, *, reason: str, max_lost: int,
                     claimed_before: datetime | None = None) -> list[RequeuedTask]: ...
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Iterable[str], *, reason: str,
@@ -87,6 +84,24 @@ def scaling_spec(spec: TaskQueueSpec) -> ScalingSpec:
         pod_startup=timedelta(seconds=s.pod_startup_seconds),
         backlog_drain=timedelta(seconds=s.backlog_drain_seconds),
     )
+
+
+STATISTICS_SCAN_FACTOR = 25
+"""How many tasks per slot at ``maxReplicas`` the statistics look at (at least
+``STATISTICS_SCAN_MIN``): see ``statistics_scan_limit``."""
+STATISTICS_SCAN_MIN = 1000
+
+
+def statistics_scan_limit(spec: TaskQueueSpec) -> int:
+    """How many READY tasks, in claim order, one scaling step reads (and up to which it counts).
+
+    A scaling decision saturates at ``maxReplicas * concurrency`` tasks: more ready tasks cannot
+    raise the backlog term, and a deadline term is capped at ``ceil(position / concurrency)``.
+    Reading 25 times that keeps the backlog work exact until tasks average under
+    ``backlogDrainSeconds / 25``; beyond the scan the step costs the same however long the queue.
+    """
+    slots = spec.scaling.max_replicas * spec.worker.concurrency
+    return max(STATISTICS_SCAN_MIN, STATISTICS_SCAN_FACTOR * slots)
 
 
 def condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, str]:
@@ -169,6 +184,8 @@ class QueueController:
     """The pause and limits last written from the spec; None: not yet."""
     registered: tuple[Schedule, ...] | None = None
     """The schedules last registered from the spec; None: not yet."""
+    oldest_ready_seconds: float = 0.0
+    """How long the longest-waiting due task has waited, at the last observation."""
 
     def __post_init__(self) -> None:
         queue_metrics.start_queue(self.namespace, self.name)
@@ -179,15 +196,19 @@ class QueueController:
 
     def observe(self, now: datetime, live_pods: Mapping[str, str]) -> tuple[QueueStats, Observation,
                                                                           dict[str, int]]:
-        stats = next(iter(self.store.queue_stats([self.queue_name])), None) or QueueStats(
-            self.queue_name, 0, 0, 0, 0, None)
-        running_by_uid = {uid: n for uid, n in self.store.busy_pods(self.queue_name).items()
-                          if uid in live_pods}
+        """Read the queue with one statement (``Store.queue_statistics``) and the Deployment."""
+        self.apply_settings()
         scaling = self.spec.scaling
+        seen = self.store.queue_statistics(
+            self.queue_name, scan_limit=statistics_scan_limit(self.spec),
+            horizon=timedelta(seconds=scaling.pod_startup_seconds))
+        stats, settings, self.oldest_ready_seconds = seen.stats, seen.settings, seen.oldest_ready_seconds
+        self.fields.update(paused=settings.paused, maxRunning=settings.max_running,
+                           rate=settings.rate_text)
+        running_by_uid = {uid: n for uid, n in seen.busy_pods.items() if uid in live_pods}
         deadlines = tuple(
             Deadline(expected_at=w.expected_at, work_seconds=w.work_seconds, position=w.position)
-            for w in self.store.deadline_work(
-                self.queue_name, horizon=timedelta(seconds=scaling.pod_startup_seconds)))
+            for w in seen.deadlines)
         if stats.ready or stats.running or deadlines:
             self.idle_since = None
         elif self.idle_since is None:
@@ -200,29 +221,24 @@ class QueueController:
             self.report_failure("WorkerPods", "FailedCreate", f"worker pods cannot be created: {failure}")
         else:
             self.set_condition("WorkerPods", True, "Created", "no pod creation failed")
-        settings = self.queue_settings()
         observation = Observation(
             ready=stats.ready, running=stats.running, deadlines=deadlines,
             current_replicas=current, busy_pods=len(running_by_uid), idle_since=self.idle_since,
-            recent=self.recent, backlog_work_seconds=self.store.backlog_work(self.queue_name),
+            recent=self.recent, backlog_work_seconds=seen.work_seconds,
             paused=settings.paused, max_running=settings.max_running,
             starts_per_second=settings.starts_per_second)
         return stats, observation, running_by_uid
 
-    def queue_settings(self) -> QueueSettings:
+    def apply_settings(self) -> None:
         """Write ``spec.paused`` and ``spec.limits`` to the database when they changed since
         this controller last wrote them (so a ``kubetasks pause`` lasts until the spec changes
-        or the operator restarts), then read what the database holds, which every worker
-        obeys and the status shows."""
+        or the operator restarts). The statistics then read what the database holds, which
+        every worker obeys and the status shows."""
         declared = declared_settings(self.spec, self.queue_name)
         if declared != self.applied_settings:
             self.store.set_limits(declared)
             self.store.set_paused(self.queue_name, declared.paused)
             self.applied_settings = declared
-        settings = self.store.queue_settings([self.queue_name])[0]
-        self.fields.update(paused=settings.paused, maxRunning=settings.max_running,
-                           rate=settings.rate_text)
-        return settings
 
     def step(self, now: datetime, live_pods: Mapping[str, str]) -> ScaleDecision:
         """One observation, decision and application. Raises on database/API errors."""
@@ -246,8 +262,7 @@ class QueueController:
 
     def record_metrics(self, now: datetime, stats: QueueStats, observation: Observation,
                        decision: ScaleDecision) -> None:
-        # The age query is skipped when nothing is due: most queues idle most of the time.
-        oldest = self.store.oldest_ready_seconds(self.queue_name) if stats.ready else 0.0
+        oldest = self.oldest_ready_seconds
         slots = self.ready_replicas * self.spec.worker.concurrency
         queue_metrics.record(
             self.namespace, self.name, stats, self.ready_replicas, decision,
@@ -313,6 +328,7 @@ class QueueController:
         if stats is not None:
             self.fields.update(backlog=stats.ready, running=stats.running, scheduled=stats.scheduled,
                                overdue=stats.overdue,
+                               countLimit=stats.count_limit if stats.capped else None,
                                nextDeadline=(stats.next_deadline.isoformat(timespec="seconds")
                                              if stats.next_deadline else None))
         if decision is not None:

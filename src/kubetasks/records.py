@@ -80,6 +80,15 @@ class QueueStats:
     running: int
     overdue: int
     next_deadline: datetime | None
+    count_limit: int | None = None
+    """None: the counts are exact. Otherwise ready, scheduled and overdue were counted up to this
+    many each (``Store.queue_statistics``): a count equal to it means at least that many."""
+
+    @property
+    def capped(self) -> bool:
+        """Whether a count reached ``count_limit``, so that it is a lower bound."""
+        limit = self.count_limit
+        return limit is not None and max(self.ready, self.scheduled, self.overdue) >= limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,25 @@ class QueueSettings:
         if self.rate_limit is None or self.rate_period is None:
             return None
         return f"{self.rate_limit}/{self.rate_period.total_seconds():g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """One queue as a scaling step sees it, read in one round trip (``Store.queue_statistics``).
+
+    ``stats`` has ready, scheduled and overdue counted up to ``stats.count_limit``.
+    ``work_seconds`` is the estimated work of the running tasks and of the due tasks among the
+    first ``scanned`` in claim order; ``deadlines`` are the tasks with a deadline among those, in
+    claim order. ``scanned`` equal to ``scan_limit`` means tasks beyond were not looked at."""
+
+    stats: QueueStats
+    busy_pods: dict[str, int]
+    deadlines: tuple[DeadlineWork, ...]
+    work_seconds: float
+    oldest_ready_seconds: float
+    settings: QueueSettings
+    scanned: int
+    scan_limit: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from kubetasks.records import (
     DeadlineWork,
     LostTask,
     QueueSettings,
+    QueueStatistics,
     QueueStats,
     RequeuedTask,
     TaskRecord,
@@ -570,6 +571,32 @@ class Store:
         """How long the queue's longest-waiting due READY task has waited, in seconds (0 if
         none is due): what tells a stuck queue from a busy one."""
         return float(self._rows("oldest_ready", {"queue_name": queue_name})[0]["seconds"])
+
+    def queue_statistics(self, queue_name: str, *, scan_limit: int,
+                         horizon: timedelta = timedelta(0),
+                         default_seconds: float = 1.0, deadline_limit: int = 1000) -> QueueStatistics:
+        """Everything a scaling step reads of one queue, in one statement that reads only bounded
+        slices of the partial indexes, so that it costs the same at a thousand and at a million
+        READY tasks and ignores finished ones: the first ``scan_limit`` tasks in claim order due
+        within ``horizon`` (their work and deadlines, as ``backlog_work`` and ``deadline_work``
+        read them for the whole queue), the RUNNING tasks, counts capped at ``scan_limit``, and
+        the queue's settings. ``queue_stats`` counts exactly, for ``kubetasks status``."""
+        if isinstance(scan_limit, bool) or not isinstance(scan_limit, int) or scan_limit < 1:
+            raise ValueError(f"scan_limit {scan_limit!r} is invalid: use an int >= 1")
+        (row,) = self._rows("queue_statistics", {
+            "queue_name": queue_name, "scan_limit": scan_limit, "count_limit": scan_limit,
+            "horizon": horizon, "default_seconds": default_seconds,
+            "age_factor": RUNNING_AGE_FACTOR, "deadline_limit": deadline_limit})
+        return QueueStatistics(
+            stats=QueueStats(queue_name, row["ready"], row["scheduled"], row["running"],
+                             row["overdue"], row["next_deadline"], count_limit=scan_limit),
+            busy_pods={uid: int(n) for uid, n in row["busy_pods"].items()},
+            deadlines=tuple(map(DeadlineWork, row["deadline_expected_at"],
+                                row["deadline_estimate_seconds"], row["deadline_work_seconds"],
+                                row["deadline_positions"])),
+            work_seconds=float(row["work_seconds"]), oldest_ready_seconds=row["oldest_ready_seconds"],
+            settings=_settings({**row, "queue_name": queue_name}),
+            scanned=row["scanned"], scan_limit=scan_limit)
 
     def durations(self) -> dict[str, float]:
         """Learned mean run time per task name, in seconds."""

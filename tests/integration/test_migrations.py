@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -75,6 +76,7 @@ def test_migrated_schema(postgresql: psycopg.Connection[Any]) -> None:
     assert "WHERE (state = 'READY'" in claim_index
     assert "WHERE (state = 'RUNNING'" in indexes["kubetasks_tasks_running"]
     assert "(queue_name, run_after) WHERE (state = 'READY'" in indexes["kubetasks_tasks_next_run_after"]
+    assert "(queue_name, expected_at) WHERE ((state = 'READY'" in indexes["kubetasks_tasks_ready_deadline"]
 
     triggers = [r[0] for r in postgresql.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = 'kubetasks_tasks'::regclass"
@@ -98,3 +100,23 @@ def test_claim_walks_the_partial_index_instead_of_sorting(postgresql: psycopg.Co
     # Only the few rows picked per queue are sorted (as "c"), never the table's ready rows.
     sort_keys = [line.split("Sort Key:")[1].strip() for line in plan.splitlines() if "Sort Key:" in line]
     assert all(key.startswith("c.") for key in sort_keys), plan
+
+
+def test_queue_statistics_reads_only_the_partial_indexes(postgresql: psycopg.Connection[Any]) -> None:
+    # Finished rows must cost the operator's step nothing: no scan of the table, every part of
+    # the statement from a partial index of READY or RUNNING rows.
+    postgresql.execute("INSERT INTO kubetasks_tasks (queue_name, task_name, state, finished_at)"
+                       " SELECT 'q', 't', 'SUCCESSFUL', now() FROM generate_series(1, 20000)")
+    postgresql.execute("INSERT INTO kubetasks_tasks (queue_name, task_name, expected_at)"
+                       " SELECT 'q', 't', now() + i * interval '1 minute'"
+                       " FROM generate_series(1, 50) AS i")
+    postgresql.execute("ANALYZE kubetasks_tasks")
+    params = {"queue_name": "q", "scan_limit": 1000, "count_limit": 1000,
+              "horizon": timedelta(seconds=15), "default_seconds": 1.0, "age_factor": 2.0,
+              "deadline_limit": 1000}
+    plan = "\n".join(r[0] for r in postgresql.execute(
+        ("EXPLAIN " + query("queue_statistics")).encode(), params))
+    assert "Seq Scan on kubetasks_tasks" not in plan, plan
+    assert "Bitmap Heap Scan on kubetasks_tasks" not in plan, plan
+    for index in ("claim_order", "next_run_after", "ready_deadline", "running"):
+        assert f"kubetasks_tasks_{index}" in plan, plan

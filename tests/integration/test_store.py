@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from kubetasks.identity import WorkerIdentity
+from kubetasks.records import QueueSettings, QueueStats
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResultStatus
 from kubetasks.store import CHANNEL, Outcome, Store
@@ -239,6 +241,48 @@ def test_a_task_name_that_never_finished_is_estimated_from_its_running_age(store
     # Once one finishes, its learned duration is the estimate.
     store.complete([Outcome(claim.claim_id, "null", 30.0)])
     assert store.backlog_work("q") == pytest.approx(60.0)
+
+
+def test_queue_statistics_reads_in_one_statement_what_the_separate_queries_read(store: Store) -> None:
+    with psycopg.connect(store.conninfo, autocommit=True) as conn:
+        conn.execute("INSERT INTO kubetasks_durations (task_name, mean_seconds) VALUES ('slow', 10)")
+    store.enqueue([
+        request(name="slow", priority=1),
+        request(name="fast", expected_at=NOW + timedelta(hours=2)),
+        request(name="slow", expected_at=NOW + timedelta(hours=1)),
+        request(name="fast"),
+        request(name="fast", run_after=NOW + timedelta(hours=1)),
+        request(name="late", expected_at=NOW - timedelta(minutes=1)),
+    ])
+    store.claim(["q"], 1, worker())
+    store.set_limits(QueueSettings("q", max_running=7))
+
+    seen = store.queue_statistics("q", scan_limit=100)
+
+    (stats,) = store.queue_stats(["q"])
+    assert seen.stats == QueueStats(**{**asdict(stats), "count_limit": 100})
+    assert (seen.stats.ready, seen.stats.scheduled, seen.stats.running, seen.stats.overdue) == (4, 1, 1, 1)
+    assert not seen.stats.capped
+    assert seen.busy_pods == store.busy_pods("q") == {"uid-pod-a": 1}
+    assert seen.work_seconds == store.backlog_work("q")
+    assert seen.deadlines == tuple(store.deadline_work("q"))
+    assert seen.oldest_ready_seconds == pytest.approx(store.oldest_ready_seconds("q"), abs=1.0)
+    assert seen.settings == QueueSettings("q", max_running=7)
+    assert (seen.scanned, seen.scan_limit) == (4, 100)
+
+
+def test_queue_statistics_counts_up_to_the_scan_limit_and_says_so(store: Store) -> None:
+    store.enqueue([request(name="job", expected_at=NOW + timedelta(hours=1 + i)) for i in range(8)])
+
+    seen = store.queue_statistics("q", scan_limit=5)
+
+    assert (seen.stats.ready, seen.stats.count_limit, seen.stats.capped) == (5, 5, True)
+    assert [w.position for w in seen.deadlines] == [1, 2, 3, 4, 5]
+    assert seen.work_seconds == 5.0  # the first five in claim order, at the 1 s default
+    assert store.queue_statistics("q", scan_limit=8).stats.capped  # 8 of 8: "at least 8"
+    assert not store.queue_statistics("q", scan_limit=9).stats.capped
+    with pytest.raises(ValueError, match="scan_limit 0 is invalid"):
+        store.queue_statistics("q", scan_limit=0)
 
 
 def test_complete_learns_mean_durations(store: Store) -> None:

@@ -29,7 +29,7 @@ BODY = kopf.Body({"apiVersion": "kubetasks.io/v1alpha1", "kind": "TaskQueue",  #
 class UnreachableStore(FakeStore):
     """A database whose URL the driver refuses, quoting a piece of it."""
 
-    def queue_stats(self, queue_names: Any = None) -> Any:
+    def queue_statistics(self, queue_name: str, **_: Any) -> Any:
         return psycopg.connect(self.conninfo, connect_timeout=2)
 
     def connect(self) -> Any:

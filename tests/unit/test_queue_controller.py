@@ -3,13 +3,13 @@ API: what a user sees of a step (the Deployment's scale, pod deletion costs, Eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from kubetasks.records import DeadlineWork, QueueSettings, QueueStats, RequeuedTask
+from kubetasks.records import DeadlineWork, QueueSettings, QueueStatistics, QueueStats, RequeuedTask
 from kubetasks.result import TaskResultStatus
 from kubetasks_operator.controller import DeploymentMissing, QueueController
 from kubetasks_operator.objects import DELETION_COST
@@ -33,6 +33,7 @@ class FakeStore:
     pruned: list[dict[str, Any]] = field(default_factory=list)
     schedules: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, QueueSettings] = field(default_factory=dict)
+    scan_limits: list[int] = field(default_factory=list)
 
     def queue_settings(self, queue_names: Any) -> list[QueueSettings]:
         return [self.settings.get(name) or QueueSettings(name) for name in queue_names]
@@ -53,20 +54,20 @@ class FakeStore:
         self.stats["emails"] = QueueStats("emails", ready, 0, running, 0, None)
         self.backlog_seconds = float(ready + running)
 
-    def queue_stats(self, queue_names: Any = None) -> list[QueueStats]:
-        return [s for name, s in self.stats.items() if queue_names is None or name in queue_names]
-
-    def busy_pods(self, queue_name: str) -> dict[str, int]:
-        return dict(self.running_by_uid)
-
-    def deadline_work(self, queue_name: str, *, horizon: timedelta) -> list[DeadlineWork]:
-        return list(self.deadlines)
-
-    def backlog_work(self, queue_name: str) -> float:
-        return self.backlog_seconds
-
-    def oldest_ready_seconds(self, queue_name: str) -> float:
-        return self.oldest_ready
+    def queue_statistics(self, queue_name: str, *, scan_limit: int,
+                         horizon: timedelta) -> QueueStatistics:
+        self.scan_limits.append(scan_limit)
+        exact = self.stats.get(queue_name) or QueueStats(queue_name, 0, 0, 0, 0, None)
+        # As PostgreSQL: ready, scheduled and overdue counted up to the scan limit.
+        stats = replace(exact, ready=min(exact.ready, scan_limit), count_limit=scan_limit,
+                        scheduled=min(exact.scheduled, scan_limit),
+                        overdue=min(exact.overdue, scan_limit))
+        return QueueStatistics(
+            stats=stats, busy_pods=dict(self.running_by_uid), deadlines=tuple(self.deadlines),
+            work_seconds=self.backlog_seconds,
+            oldest_ready_seconds=self.oldest_ready if stats.ready else 0.0,  # as PostgreSQL: none due
+            settings=self.queue_settings([queue_name])[0], scanned=min(stats.ready, scan_limit),
+            scan_limit=scan_limit)
 
     def requeue_absent_pods(self, queue_name: str, live_pod_uids: Any, **_: Any) -> list[RequeuedTask]:
         return list(self.absent_pod_tasks)
@@ -152,6 +153,29 @@ def test_a_backlog_scales_the_deployment_up_and_says_why(
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "DatabaseReachable": "True", "Scaling": "True", "WorkerPods": "True",
         "Ready": "False"}  # not until the Deployment is applied (Reconciled)
+
+
+def test_a_backlog_past_the_statistics_scan_shows_as_at_least_and_still_scales_to_the_maximum(
+        controller: QueueController, store: FakeStore, kube: FakeKube) -> None:
+    store.set_queue(ready=50_000)
+    controller.step(NOW, live_pods={})
+
+    # maxReplicas 5 x concurrency 2 saturates at 10 tasks; the scan reads max(1000, 25 x 10).
+    assert store.scan_limits == [1000]
+    status = kube.statuses[-1]
+    assert (status["backlog"], status["countLimit"], status["desiredReplicas"]) == (1000, 1000, 5)
+
+    store.set_queue(ready=6)
+    controller.step(NOW + timedelta(seconds=1), live_pods={})
+    assert (kube.statuses[-1]["backlog"], kube.statuses[-1]["countLimit"]) == (6, None)
+
+
+def test_the_statistics_scan_grows_with_the_slots_at_max_replicas(store: FakeStore, kube: FakeKube) -> None:
+    spec = {**SPEC, "scaling": {**SPEC["scaling"], "maxReplicas": 100}}
+    controller = QueueController(kube=kube, store=store, namespace="shop", name="emails",
+                                 queue_name="emails", spec=parse_spec(spec), post_event=lambda *_: None)
+    controller.step(NOW, live_pods={})
+    assert store.scan_limits == [25 * 100 * 2]
 
 
 def test_a_scale_in_first_makes_idle_pods_cheaper_to_delete_than_busy_ones(
