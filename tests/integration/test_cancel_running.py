@@ -10,6 +10,8 @@ import pytest
 
 from kubetasks import TaskResultStatus
 from kubetasks.backends import PostgresBackend
+from kubetasks.cli import main
+from kubetasks.identity import WorkerIdentity
 from kubetasks.store import Store
 from tests.integration.cancellable_tasks import poll_sync, sleep_async
 from tests.integration.worker_process import WorkerProcess, wait_state
@@ -64,3 +66,18 @@ def test_cancelling_from_the_store_reaches_the_worker_too(
         assert store.cancel(first.id, by="kubetasks cancel") is True
         assert wait_state(store, first.id, timeout=15).state == TaskResultStatus.CANCELLED
         assert wait_state(store, second.id, timeout=15).state == TaskResultStatus.SUCCESSFUL
+
+
+def test_kubetasks_cancel_of_a_running_task_records_who(
+        dsn: str, store: Store, backend: PostgresBackend, capsys: pytest.CaptureFixture[str]) -> None:
+    result = sleep_async.enqueue(1)
+    [claimed] = store.claim(["default"], 1, WorkerIdentity("pod", "uid", "nonce"))
+
+    code = main(["--database-url", dsn, "cancel", result.id, "--by", "ops@example"])
+
+    assert (code, capsys.readouterr().out.strip()) == (
+        0, f"cancel of task {result.id} requested; it is RUNNING until its worker stops it")
+    record = store.get(result.id)
+    assert (record.state, record.cancelled_by) == (TaskResultStatus.RUNNING, "ops@example")
+    assert claimed.claim_id is not None
+    assert store.keep_claims([claimed.claim_id]) == ({claimed.claim_id}, {claimed.claim_id})

@@ -187,11 +187,13 @@ def _describe(data: dict[str, Any]) -> str:
 @output_options
 @click.argument("task_id", type=TaskId(), metavar="ID")
 @DRY_RUN
-def cancel(task_id: int, dry_run: bool) -> int:
+@click.option("--by", metavar="WHO", help="Who cancels, recorded with the task (default: user@host).")
+def cancel(task_id: int, dry_run: bool, by: str | None) -> int:
     """Cancel a task: a READY one at once; a RUNNING one is stopped by its worker within a
     heartbeat. Exit 1 if it does not exist or has finished."""
     return _change_one(task_id, dry_run=dry_run, verb="cancel", done="cancelled",
-                       applies=_cancellable, refusal=_not_cancellable, change=Store.cancel)
+                       applies=_cancellable, refusal=_not_cancellable,
+                       change=lambda store, task_id: store.cancel(task_id, by=by))
 
 
 def _cancellable(record: TaskRecord) -> bool:
