@@ -115,7 +115,7 @@ class WorkerProcess:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         wait_until(lambda: self.get("/readyz")[0] == 200, timeout=timeout,
                    what=f"/readyz\n{self.log_tail()}")
 
