@@ -21,7 +21,7 @@ deadlines, the spec and the time, and applies the ``ScaleDecision``; tests drive
   The price is scaling up at most one start-up time early.
   The deadline term raises the count above the backlog term when tasks must finish sooner than
   ``backlog_drain`` allows, and for deadlines of tasks not yet counted as ready
-  (``Store.deadline_work``'s horizon): pods are started ahead of the tasks coming due.
+  (``Store.queue_statistics``' horizon): pods are started ahead of the tasks coming due.
 * ``wanted`` is the larger term, clamped to ``[min_replicas, max_replicas]``. Anything ready or
   due wants at least one pod, so a queue at zero scales up on its first task.
 * Up at once: a missed deadline costs more than an idle pod.
