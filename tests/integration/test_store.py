@@ -272,15 +272,19 @@ def test_queue_statistics_reads_in_one_statement_what_the_separate_queries_read(
 
 
 def test_queue_statistics_counts_up_to_the_scan_limit_and_says_so(store: Store) -> None:
-    store.enqueue([request(name="job", expected_at=NOW + timedelta(hours=1 + i)) for i in range(8)])
+    # Nine tasks past their deadline; one of them runs.
+    store.enqueue([request(name="job", expected_at=NOW - timedelta(minutes=9 - i)) for i in range(9)])
+    store.claim(["q"], 1, worker())
 
     seen = store.queue_statistics("q", scan_limit=5)
 
-    assert (seen.stats.ready, seen.stats.count_limit, seen.stats.capped) == (5, 5, True)
+    assert (seen.stats.ready, seen.stats.running, seen.stats.overdue) == (5, 1, 5)  # at least 5
+    assert (seen.stats.count_limit, seen.stats.capped) == (5, True)
     assert [w.position for w in seen.deadlines] == [1, 2, 3, 4, 5]
-    assert seen.work_seconds == 5.0  # the first five in claim order, at the 1 s default
+    assert seen.work_seconds == 6.0  # the running one and the first five, at the 1 s default
     assert store.queue_statistics("q", scan_limit=8).stats.capped  # 8 of 8: "at least 8"
-    assert not store.queue_statistics("q", scan_limit=9).stats.capped
+    exact = store.queue_statistics("q", scan_limit=10).stats
+    assert (exact.ready, exact.overdue, exact.capped) == (8, 9, False)
     with pytest.raises(ValueError, match="scan_limit 0 is invalid"):
         store.queue_statistics("q", scan_limit=0)
 

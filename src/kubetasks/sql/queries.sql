@@ -508,12 +508,12 @@ SELECT
         WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after > now()
         ORDER BY run_after LIMIT %(count_limit)s) AS later) AS scheduled,
     (SELECT count(*) FROM running) AS running,
-    (SELECT count(*) FROM (
+    least(%(count_limit)s, (SELECT count(*) FROM (
         SELECT 1 FROM kubetasks_tasks
         WHERE state = 'READY' AND queue_name = %(queue_name)s
           AND expected_at IS NOT NULL AND expected_at < now()
         ORDER BY expected_at LIMIT %(count_limit)s) AS late)
-    + (SELECT count(*) FROM running WHERE expected_at < now()) AS overdue,
+    + (SELECT count(*) FROM running WHERE expected_at < now())) AS overdue,
     (SELECT min(expected_at) FROM kubetasks_tasks
      WHERE state = 'READY' AND queue_name = %(queue_name)s AND expected_at IS NOT NULL)
         AS next_deadline,
