@@ -81,10 +81,14 @@ class Slots:
 
     @property
     def free(self) -> int:
-        """How many tasks to claim now: the free slots, and while tasks are short, as many
-        again to wait for a slot (claimed ahead)."""
-        ahead = self.concurrency if self._claims_ahead() else 0
-        return self.concurrency + ahead - self._busy - len(self._waiting)
+        """How many tasks to claim now: the free slots; while tasks are short, room for as many
+        again to wait for a slot (claimed ahead), claimed once a whole ``concurrency`` of it is
+        free, so that claims stay large while the tasks still held keep the slots busy."""
+        room = self.concurrency - self._busy
+        if not self._claims_ahead():
+            return room
+        room += self.concurrency - len(self._waiting)
+        return room if room >= self.concurrency else 0
 
     def _claims_ahead(self) -> bool:
         return self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
