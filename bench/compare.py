@@ -278,8 +278,8 @@ def report(chosen: list[Contender], results: dict[str, Samples], *, server: str,
         f"{options.pickups} pickups per round; {rounds_done} of {options.rounds} interleaved "
         "rounds done, medians "
         "(pickup percentiles over all rounds' samples)",
-        f"- reproduce: `pip install -r bench/requirements.txt; python -m bench.compare "
-        f"{' '.join(sys.argv[1:])}`".replace(" `", "`").replace("; python", "` then `python"),
+        "- reproduce: `pip install -r bench/requirements.txt`, then "
+        f"`python -m bench.compare {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         "", *table(chosen, results), "",
     ]) + "\n"
 
