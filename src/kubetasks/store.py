@@ -437,6 +437,15 @@ class Store:
                           {"timeout": timeout, "queue_name": queue_name})
         return self.requeue_claims((r["claim_id"] for r in rows), reason=reason, max_lost=max_lost)
 
+    def running_to_requeue(self, *, pod_uid: str | None = None, stale: timedelta | None = None,
+                           queue_name: str | None = None) -> list[LostTask]:
+        """RUNNING tasks of the pod ``pod_uid``, or whose heartbeat is older than ``stale``: what
+        ``kubetasks requeue`` shows, then puts back with ``requeue_claims`` in batches."""
+        rows = self._rows("running_tasks_to_requeue", {
+            "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
+        return [LostTask(r["id"], r["queue_name"], r["task_name"], r["claim_id"], r["worker_pod"],
+                         r["lost_count"]) for r in rows]
+
     # -- schedules ---------------------------------------------------------------------
 
     def register_schedules(self, schedules: Sequence[Schedule], *, now: datetime,
@@ -530,15 +539,6 @@ class Store:
             "rate_period": limits.rate_period, "channel": CHANNEL})
         self._limited = (-math.inf, frozenset())  # this process's claims see it at once
         return _settings(rows[0])
-
-    def running_to_requeue(self, *, pod_uid: str | None = None, stale: timedelta | None = None,
-                           queue_name: str | None = None) -> list[LostTask]:
-        """RUNNING tasks of the pod ``pod_uid``, or whose heartbeat is older than ``stale``: what
-        ``kubetasks requeue`` shows, then puts back with ``requeue_claims`` in batches."""
-        rows = self._rows("running_tasks_to_requeue", {
-            "pod_uid": pod_uid, "timeout": stale, "queue_name": queue_name})
-        return [LostTask(r["id"], r["queue_name"], r["task_name"], r["claim_id"], r["worker_pod"],
-                         r["lost_count"]) for r in rows]
 
     # -- statistics and housekeeping ---------------------------------------------------
 
