@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -118,6 +119,17 @@ def _configure_connection(conn: psycopg.Connection[Any]) -> None:
     _register_loaders(conn)
 
 
+def _server_wrote(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the socket of an idle pooled connection has something to read (no round trip):
+    the pool's connections LISTEN to nothing, so that is the server ending it (or a rare
+    parameter report, which only costs a check)."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A successful run, as the worker reports it."""
@@ -134,8 +146,13 @@ class Store:
     """
 
     def __init__(self, conninfo: str = "", *, min_size: int = 1, max_size: int = 4,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, check_every_lend: bool = True) -> None:
+        """``check_every_lend=False`` (the worker's choice) skips the check's round trip for a
+        connection that served within ``CHECK_IDLE_SECONDS`` and that the server did not write
+        to: a connection ended in that window fails one statement, which the worker tries
+        again. Applications keep the check, so no enqueue fails after a database restart."""
         self.conninfo = conninfo
+        self.check_every_lend = check_every_lend
         self.pool = ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
             kwargs={"autocommit": True, "row_factory": dict_row}, name="kubetasks",
@@ -182,11 +199,13 @@ class Store:
             self._last_used[id(conn)] = time.monotonic()
 
     def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
-        """Check a connection only if it sat idle past ``CHECK_IDLE_SECONDS``: a check is a round
-        trip, as long as the worker's claim itself, and one that just served is alive. A server
-        restarted within that second fails the next statement once (``DATABASE_AWAY``: the
-        worker tries again) and the pool drops the connection."""
-        if time.monotonic() - self._last_used.get(id(conn), -math.inf) > CHECK_IDLE_SECONDS:
+        """Check a connection with a round trip only if it sat idle past ``CHECK_IDLE_SECONDS``
+        or the server has written to it since its last statement: a check costs as much as the
+        worker's claim itself, and one that just served is alive unless the server ended it
+        (a restart or ``pg_terminate_backend`` sends an error and closes the socket, which the
+        pool then drops instead of failing the caller's statement)."""
+        idle = time.monotonic() - self._last_used.get(id(conn), -math.inf) > CHECK_IDLE_SECONDS
+        if self.check_every_lend or idle or _server_wrote(conn):
             ConnectionPool.check_connection(conn)
 
     def _rows(self, name: str, params: dict[str, Any],
