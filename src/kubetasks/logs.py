@@ -142,6 +142,10 @@ _secrets: dict[str, _Secret] = {}
 _secrets_lock = threading.Lock()
 
 
+MIN_QUOTED_PIECE = 4
+"""The shortest quoted fragment of a message that is masked for being a piece of a password."""
+
+
 def register_secret(value: str | None) -> None:
     """Never log ``value`` (a database URL, conninfo string, password or Secret value), nor
     its password, nor a quoted piece of either: :func:`redact` and every kubetasks log line
@@ -166,7 +170,9 @@ def redact(text: str) -> str:
 
     def quoted(match: re.Match[str]) -> str:
         fragment = match.group(1) or match.group(2)
-        if any(secret.covers(fragment) for secret in known):
+        # A quoted value shorter than MIN_QUOTED_PIECE (the '0' of "--max-running '0' is
+        # invalid") says nothing of a password; a whole short password is masked below.
+        if len(fragment) >= MIN_QUOTED_PIECE and any(secret.covers(fragment) for secret in known):
             return match.group(0).replace(fragment, REDACTED)
         return match.group(0)
 

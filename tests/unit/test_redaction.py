@@ -84,3 +84,10 @@ def test_setup_logging_installs_the_filter_on_json_lines(capsys: pytest.CaptureF
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     line = capsys.readouterr().err.strip()
     assert "Json" not in line and json.loads(line)["message"].startswith("error connecting")
+
+
+def test_a_short_quoted_value_that_happens_to_be_in_a_password_is_shown() -> None:
+    register_secret("postgresql://app:p@ss%zzW0rd@db.invalid/app")
+    message = "--max-running '0' is invalid: use a whole number from 1"
+    assert redact(message) == message
+    assert "zzW0rd" not in redact("invalid percent-encoded token: 'zzW0rd'")
