@@ -99,9 +99,11 @@ def test_a_source_replaces_its_own_schedules_only(store: Store) -> None:
 
 def test_a_missed_tick_is_skipped_or_run_once(dsn: str, store: Store) -> None:
     long_ago = datetime.now(UTC) - timedelta(hours=5)
+    # hourly, with the latest tick five minutes ago: well past LATE_TOLERANCE whatever the clock says
+    hourly = f"{(datetime.now(UTC) - timedelta(minutes=5)).minute} * * * *"
     store.register_schedules([
-        Schedule(name="skipper", task_name="tests.tick", cron="*/10 * * * *", missed="skip"),
-        Schedule(name="catcher", task_name="tests.tick", cron="*/10 * * * *", missed="run_once"),
+        Schedule(name="skipper", task_name="tests.tick", cron=hourly, missed="skip"),
+        Schedule(name="catcher", task_name="tests.tick", cron=hourly, missed="run_once"),
     ], now=long_ago)
 
     enqueued = fire_due(store, ["default"])
