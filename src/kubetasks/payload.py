@@ -49,41 +49,47 @@ def check_text(text: str, what: str) -> None:
                              f"{text[error.start]!r}, which UTF-8 cannot encode") from None
 
 
-def check_json(value: Any, path: str, depth: int = 0) -> None:
-    """Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully.
+def check_json(value: Any, path: str) -> None:
+    """Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully
+    (see ``plain``)."""
+    plain(value, path)
 
-    Tuples become lists and that is accepted; non-string dict keys, NaN, unknown types, text
-    PostgreSQL cannot store, ints past ``MAX_INT_DIGITS`` and nesting past ``MAX_DEPTH`` are
-    not, because they would come back different, or not at all.
+
+def plain(value: Any, path: str, depth: int = 0) -> JSON:
+    """``value`` as every reader will see it after a JSON round trip (tuples become lists,
+    subclasses of int, float, str, list and dict their base types), copied, in one walk.
+
+    Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully:
+    non-string dict keys, NaN, unknown types, text PostgreSQL cannot store, ints past
+    ``MAX_INT_DIGITS`` and nesting past ``MAX_DEPTH`` would come back different, or not at all.
     """
     if value is None or isinstance(value, bool):
-        return
+        return value
     if isinstance(value, int):
         if not -_INT_BOUND < value < _INT_BOUND:
             raise TypeError(f"{path} is an int of more than {MAX_INT_DIGITS} digits "
                             f"({value.bit_length()} bits); pass it as a str")
-        return
+        return int.__int__(value)
     if isinstance(value, str):
         _checked_text(value, path)
-        return
+        return str.__str__(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
-        return
+        return float.__float__(value)
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         raise TypeError(f"{path} is nested more than {MAX_DEPTH} lists or dicts deep")
     if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            check_json(item, f"{path}[{index}]", depth + 1)
-        return
+        return [plain(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     if isinstance(value, dict):
+        copy = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{path} has key {key!r} of type {type(key).__name__}; "
                                 "JSON object keys must be str")
             _checked_text(key, f"{path} key")
-            check_json(item, f"{path}[{_abridged(key)}]", depth + 1)
-        return
+            copy[str.__str__(key)] = plain(item, f"{path}[{_abridged(key)}]", depth + 1)
+        return copy
     raise TypeError(f"{path} is {value!r} of type {type(value).__module__}."
                     f"{type(value).__qualname__}, which is not JSON-serialisable "
                     "(use None, bool, int, float, str, list or dict)")

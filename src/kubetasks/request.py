@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubetasks.exceptions import InvalidTaskError, NotJSONError
-from kubetasks.payload import JSON, check_json, check_text, dumps, loads
+from kubetasks.payload import JSON, check_text, dumps, plain
 
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
@@ -194,11 +194,9 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
 
 def serialisable(name: str, value: Any, path: str) -> Any:
     try:
-        check_json(value, path)
+        return plain(value, path)  # exactly as the worker will see it (tuples become lists)
     except TypeError as error:
         raise NotJSONError(f"task {name}: {error}") from None
-    # Normalise exactly as the worker will see it (tuples become lists).
-    return loads(dumps(value))
 
 
 def build_request(

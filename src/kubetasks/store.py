@@ -6,6 +6,7 @@ The client, the worker and the operator all go through this class; no other modu
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import select
@@ -73,6 +74,10 @@ oldest running attempt (when more than the default). The age is a lower bound on
 and twice the time already spent is the usual guess for a duration known only to exceed it;
 without it, a first burst of long tasks looks like seconds of work until one finishes
 (``bench/scaling_simulation.py`` shows both)."""
+
+ANALYZE_AFTER = 5_000
+"""An ``enqueue_many`` of at least this many tasks, on the store's own connection, has the
+table analyzed when the planner's statistics know fewer rows than the batch."""
 
 CHECK_IDLE_SECONDS = 1.0
 """A pooled connection idle longer than this is checked (one round trip) before it is lent."""
@@ -146,13 +151,8 @@ class Store:
     """
 
     def __init__(self, conninfo: str = "", *, min_size: int = 1, max_size: int = 4,
-                 timeout: float = 30.0, check_every_lend: bool = True) -> None:
-        """``check_every_lend=False`` (the worker's choice) skips the check's round trip for a
-        connection that served within ``CHECK_IDLE_SECONDS`` and that the server did not write
-        to: a connection ended in that window fails one statement, which the worker tries
-        again. Applications keep the check, so no enqueue fails after a database restart."""
+                 timeout: float = 30.0) -> None:
         self.conninfo = conninfo
-        self.check_every_lend = check_every_lend
         self.pool = ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
             kwargs={"autocommit": True, "row_factory": dict_row}, name="kubetasks",
@@ -205,7 +205,7 @@ class Store:
         (a restart or ``pg_terminate_backend`` sends an error and closes the socket, which the
         pool then drops instead of failing the caller's statement)."""
         idle = time.monotonic() - self._last_used.get(id(conn), -math.inf) > CHECK_IDLE_SECONDS
-        if self.check_every_lend or idle or _server_wrote(conn):
+        if idle or _server_wrote(conn):
             ConnectionPool.check_connection(conn)
 
     def _rows(self, name: str, params: dict[str, Any],
@@ -237,7 +237,16 @@ class Store:
                 _refuse_duplicates(requests, written)
         else:
             written = self._write_unique(requests, connection)
+        if connection is None and len(requests) >= ANALYZE_AFTER:
+            self._analyze_if_stale(len(requests))
         return [record for record, _ in written]
+
+    def _analyze_if_stale(self, written: int) -> None:
+        """Have the planner count a large batch just written, if its statistics know fewer
+        rows than the batch alone (see ``analyze_tasks``)."""
+        [row] = self._rows("planner_rows", {})
+        if row["planner_rows"] < written:
+            self._rows("analyze_tasks", {})
 
     def _write_unique(self, requests: Sequence[EnqueueRequest],
                       connection: psycopg.Connection[Any] | None) -> list[tuple[TaskRecord, bool]]:
@@ -246,10 +255,15 @@ class Store:
         the insert waited for it)."""
         done: dict[int, tuple[TaskRecord, bool]] = {}
         pending = list(range(len(requests)))
+        trace_context = tracing.current_context_json()  # the caller's span, if it is traced
         for _ in range(UNIQUE_ROUNDS):
-            rows = self._rows("enqueue_tasks", _enqueue_params([requests[i] for i in pending]),
-                              connection)
-            held = _match_written(requests, pending, rows, done)
+            if len(pending) == 1:
+                rows = self._rows("enqueue_task", _one_task_params(
+                    requests[pending[0]], trace_context), connection)
+            else:
+                rows = self._rows("enqueue_tasks", _enqueue_params(
+                    [requests[i] for i in pending], trace_context), connection)
+            held = _match_written(requests, pending, rows, done, trace_context)
             if held:
                 rows = self._rows("unique_holders", {
                     "task_names": [requests[i].task_name for i in held],
@@ -738,8 +752,8 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
     return readable, unreadable
 
 
-def _enqueue_params(requests: Sequence[EnqueueRequest]) -> dict[str, Any]:
-    trace_context = tracing.current_context_json()  # the caller's span, if it is traced
+def _enqueue_params(requests: Sequence[EnqueueRequest],
+                    trace_context: str | None) -> dict[str, Any]:
     return {
         "trace_contexts": [trace_context] * len(requests),
         "queue_names": [r.queue_name for r in requests],
@@ -756,30 +770,54 @@ def _enqueue_params(requests: Sequence[EnqueueRequest]) -> dict[str, Any]:
     }
 
 
+def _one_task_params(r: EnqueueRequest, trace_context: str | None) -> dict[str, Any]:
+    return {"trace_context": trace_context, "queue_name": r.queue_name,
+            "task_name": r.task_name, "priority": r.priority, "args": r.args_json,
+            "kwargs": r.kwargs_json, "context": r.context_json, "run_after": r.run_after,
+            "expected_at": r.expected_at, "max_attempts": r.max_attempts,
+            "unique_key": r.unique_key, "unique_while": r.unique_while}
+
+
 def _match_written(requests: Sequence[EnqueueRequest], pending: list[int],
                    rows: list[dict[str, Any]], done: dict[int, tuple[TaskRecord, bool]],
-                   ) -> list[int]:
+                   trace_context: str | None) -> list[int]:
     """Give each pending request its written row (identities follow the input order; a key's
     first request is written, later ones of the call share it); returns those whose key a
     task outside the call holds."""
-    written = [(row["task_name"], row["unique_key"], TaskRecord.from_row(row))
-               for row in sorted(rows, key=lambda row: int(row["id"]))]
-    plain = iter([record for _, key, record in written if key is None])
-    by_key = {(name, key): record for name, key, record in written if key is not None}
-    seen: set[tuple[str, str]] = set()
+    rows = sorted(rows, key=lambda row: int(row["id"]))
+    plain = iter([row for row in rows if row["unique_key"] is None])
+    by_key = {(row["task_name"], row["unique_key"]): row for row in rows
+              if row["unique_key"] is not None}
+    trace = None if trace_context is None else json.loads(trace_context)
+    shared: dict[tuple[str, str], TaskRecord] = {}
     held = []
     for i in pending:
         request = requests[i]
         if request.unique_key is None:
-            done[i] = (next(plain), True)
+            done[i] = (_new_record(request, next(plain), trace), True)
             continue
         key = (request.task_name, request.unique_key)
-        if key in by_key:
-            done[i] = (by_key[key], key not in seen)
-            seen.add(key)
+        if key in shared:
+            done[i] = (shared[key], False)
+        elif key in by_key:
+            shared[key] = _new_record(request, by_key[key], trace)
+            done[i] = (shared[key], True)
         else:
             held.append(i)
     return held
+
+
+def _new_record(request: EnqueueRequest, row: dict[str, Any],
+                trace: dict[str, str] | None) -> TaskRecord:
+    """The record of a task just written: the request, and what the database decided."""
+    return TaskRecord(
+        id=row["id"], queue_name=request.queue_name, task_name=request.task_name,
+        priority=request.priority, args=request.args, kwargs=request.kwargs,
+        context=request.context, state=TaskResultStatus.READY, run_after=row["run_after"],
+        expected_at=request.expected_at, enqueued_at=row["enqueued_at"], started_at=None,
+        last_attempted_at=None, finished_at=None, attempts=0, max_attempts=request.max_attempts,
+        lost_count=0, claim_id=None, worker_pod=None, worker_pod_uid=None, worker_nonce=None,
+        heartbeat_at=None, worker_ids=[], return_value=None, errors=[], trace_context=trace)
 
 
 def _refuse_duplicates(requests: Sequence[EnqueueRequest],

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 
 from kubetasks.identity import WorkerIdentity
+from kubetasks.queries import query
 from kubetasks.records import QueueSettings, QueueStats
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResultStatus
-from kubetasks.store import CHANNEL, Outcome, Store
+from kubetasks.store import ANALYZE_AFTER, CHANNEL, Outcome, Store
 
 NOW = datetime.now(UTC)
 
@@ -395,3 +396,28 @@ def test_a_column_added_by_a_newer_migration_does_not_break_reads(store: Store) 
         conn.execute("ALTER TABLE kubetasks_tasks ADD COLUMN added_later text DEFAULT 'x'")
     assert store.get(task_id).id == task_id
     assert [r.id for r in store.claim(["q"], 1, worker())] == [task_id]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_an_enqueued_record_is_the_row_read_back(store: Store, count: int) -> None:
+    in_an_hour = NOW + timedelta(hours=1)
+    requests = [EnqueueRequest(
+        task_name="t", queue_name="q", priority=5, args=[1, "two", [3.5, None]],
+        kwargs={"b": {"c": True}, "a": []}, context={"tenant": "x"}, run_after=run_after,
+        expected_at=in_an_hour, max_attempts=3, unique_key=key,
+        unique_while=None if key is None else "ready")
+        for run_after, key in [(None, None), (NOW + timedelta(minutes=5), "k"), (None, "j")][:count]]
+    written = store.enqueue(requests)
+    assert written == [store.get(record.id) for record in written]
+    assert written[0].run_after <= datetime.now(UTC)  # the database's now(), not the client's
+
+
+def test_a_large_batch_is_claimed_in_claim_order_before_autovacuum_analyzes(store: Store) -> None:
+    """Without statistics the planner would sort the whole backlog on every claim."""
+    store.enqueue([request() for _ in range(ANALYZE_AFTER)])
+    with psycopg.connect(store.conninfo) as conn:
+        plan = "\n".join(row[0] for row in conn.execute(
+            "EXPLAIN " + query("claim_tasks"), {"queue_names": ["q"], "limit": 8, "pod_name": "p",
+                                                 "pod_uid": "u", "nonce": "n", "worker_id": "w"}))
+    assert "kubetasks_tasks_claim_order" in plan
+    assert "Sort Key: kubetasks_tasks.priority" not in plan

@@ -37,7 +37,8 @@ def live_predicate(sql: str, after: str) -> str:
 def test_the_index_the_insert_and_the_holders_query_agree_on_a_live_key() -> None:
     index = live_predicate(MIGRATION.read_text(), "(task_name, unique_key)\n    WHERE")
     assert index.startswith("unique_keyISNOTNULLAND(state='READY'")
-    assert live_predicate(query("enqueue_tasks"), "ON CONFLICT (task_name, unique_key)\n    WHERE") == index
+    for insert in ("enqueue_tasks", "enqueue_task"):
+        assert live_predicate(query(insert), "ON CONFLICT (task_name, unique_key)\n    WHERE") == index
     assert live_predicate(query("unique_holders"), "USING (task_name, unique_key)\nWHERE") == index
 
 

@@ -47,8 +47,7 @@ def serve(settings: WorkerSettings, *, identity: WorkerIdentity) -> None:
     backend = configure("postgres", database_url=settings.database_url)
     # Four connections cover the claim loop, the result writer, heartbeats and the put-back on
     # shutdown. A short wait for one turns a database outage into "not ready" soon.
-    store = Store(settings.database_url, min_size=2, max_size=4, timeout=10,
-                  check_every_lend=False)
+    store = Store(settings.database_url, min_size=2, max_size=4, timeout=10)
     metrics = WorkerMetrics(slots=settings.concurrency, queues=settings.queues)
     health = HealthState(liveness_timeout=settings.liveness_timeout)
     worker = Worker(settings, store=store, identity=identity, metrics=metrics, health=health)
