@@ -158,21 +158,32 @@ def resolve_when(name: str, value: When | None, now: datetime) -> datetime | Non
 
 def check_signature(func: Callable[..., Any], name: str, args: Sequence[Any],
                     kwargs: Mapping[str, Any], takes_context: bool) -> None:
-    # Whether a call binds depends only on how many positional arguments it has and the
-    # names of its keyword arguments, so a shape that bound once is not bound again.
+    error = bind_error(func, args, kwargs, takes_context)
+    if error is not None:
+        raise InvalidTaskError(
+            f"arguments do not match task {name}{_signature(func)}: {error}") from None
+
+
+def bind_error(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+               takes_context: bool) -> TypeError | None:
+    """Why calling ``func`` with these arguments (after the context, if it takes one) would not
+    bind, or None if it would. Whether a call binds depends only on how many positional
+    arguments it has and the names of its keyword arguments, so a shape that bound once is not
+    bound again (the enqueue and the worker both check every call)."""
     shape = (func, takes_context, len(args), tuple(kwargs))
     if shape in _bound_shapes:
-        return
+        return None
     signature = _signature(func)
     if signature is None:  # builtins without a signature: nothing to check
-        return
+        return None
     bound_args = (None, *args) if takes_context else tuple(args)
     try:
         signature.bind(*bound_args, **kwargs)
     except TypeError as error:
-        raise InvalidTaskError(f"arguments do not match task {name}{signature}: {error}") from None
+        return error
     if len(_bound_shapes) < MAX_BOUND_SHAPES:
         _bound_shapes.add(shape)
+    return None
 
 
 MAX_BOUND_SHAPES = 10_000

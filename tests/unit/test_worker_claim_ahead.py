@@ -16,7 +16,7 @@ from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.reporter import Reporter
-from kubetasks.worker.slots import SHORT_TASK_SECONDS, Slots
+from kubetasks.worker.slots import MAX_CLAIMED_AHEAD, SHORT_TASK_SECONDS, Slots
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 gate = threading.Event()
@@ -36,6 +36,11 @@ def gated(number: int) -> None:
     gate.wait(5)
     with lock:
         running_now -= 1
+
+
+@task(name="tests.claim_ahead.medium")
+def medium() -> None:
+    time.sleep(SHORT_TASK_SECONDS / 2)
 
 
 @task(name="tests.claim_ahead.long")
@@ -76,12 +81,14 @@ def test_short_tasks_are_claimed_ahead_and_wait_for_a_slot_in_claim_order() -> N
         for number in (1, 2):
             slots.start(record("tests.claim_ahead.gated", number))
         await settled(slots, 0)
-        assert slots.free == 4  # short tasks: as many again, claimed ahead
+        # Tasks of microseconds: the most there is room for wait claimed ahead.
+        assert slots.free == 2 + MAX_CLAIMED_AHEAD
         gate.clear()
         for number in (3, 4, 5, 6):
             slots.start(record("tests.claim_ahead.gated", number))
         await asyncio.sleep(0.05)
-        assert (slots.free, slots.unsettled, len(slots.claims())) == (0, 4, 4)
+        assert (slots.unsettled, len(slots.claims())) == (4, 4)
+        assert slots.free == MAX_CLAIMED_AHEAD - 2  # two run, two wait
         assert ran == [1, 2, 3, 4]
         gate.set()  # slots free: the waiting ones start, in claim order
         await settled(slots, 0)
@@ -119,5 +126,16 @@ def test_long_tasks_are_claimed_only_into_free_slots() -> None:
         slots.start(record("tests.claim_ahead.long"))
         await settled(slots, 0)
         assert slots.free == 2
+
+    asyncio.run(scenario())
+
+
+def test_as_many_wait_as_the_slots_get_through_in_a_short_task_time() -> None:
+    """Tasks of half SHORT_TASK_SECONDS: two slots get through about four in that time."""
+    async def scenario() -> None:
+        slots = slots_of(2)
+        slots.start(record("tests.claim_ahead.medium"))
+        await settled(slots, 0)
+        assert 2 + 2 <= slots.free <= 2 + 4
 
     asyncio.run(scenario())

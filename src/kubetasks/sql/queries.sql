@@ -124,7 +124,8 @@ SET state = 'RUNNING',
     heartbeat_at = now()
 FROM picked
 WHERE t.id = picked.id
-RETURNING t.*, picked.claim_rank;
+-- The rows come back in binary; the state is also sent as text, as an enum has no binary loader.
+RETURNING t.*, t.state::text AS state_label, picked.claim_rank;
 
 -- name: claim_limited_tasks
 -- claim_tasks for queues among which some have settings, sent after lock_limited_queues in
@@ -181,7 +182,7 @@ WITH queues AS (
         heartbeat_at = now()
     FROM picked
     WHERE t.id = picked.id AND t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.*, picked.claim_rank
+    RETURNING t.*, t.state::text AS state_label, picked.claim_rank
 ), spent AS (
     UPDATE kubetasks_queues AS s
     SET tokens = q.tokens - p.started, tokens_at = q.at

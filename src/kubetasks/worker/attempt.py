@@ -18,6 +18,7 @@ from kubetasks.exceptions import InvalidTaskError, TaskTimeout
 from kubetasks.execution import call_arguments, encode_return
 from kubetasks.payload import dumps
 from kubetasks.records import TaskRecord, to_result
+from kubetasks.request import bind_error
 from kubetasks.task import Task, resolve_task
 
 
@@ -66,11 +67,13 @@ def prepare(record: TaskRecord) -> Call:
         raise InvalidTaskError(
             f"task {record.id} ({task.name}) has args {_shown(record.args)} and kwargs "
             f"{_shown(record.kwargs)}: args must be a JSON list and kwargs a JSON object")
-    args, kwargs = call_arguments(task, to_result(record, get_backend()))
-    signature = _signature(task.func)
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as error:
+    if task.takes_context:  # the context carries the task's result, read back through it
+        args, kwargs = call_arguments(task, to_result(record, get_backend()))
+    else:
+        args, kwargs = list(record.args), dict(record.kwargs)
+    error = bind_error(task.func, record.args, record.kwargs, task.takes_context)
+    if error is not None:
+        signature = _signature(task.func)
         raise InvalidTaskError(
             f"stored arguments of task {record.id} do not fit {task.name}{_bare(signature)}: "
             f"{error} (args={_shown(record.args)}, kwargs={_shown(record.kwargs)})") from None

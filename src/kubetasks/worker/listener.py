@@ -25,10 +25,11 @@ STOP_CHECK_SECONDS = 1.0
 
 
 class Listener:
-    """Calls ``wake()`` (from its own thread) when a queue the worker ``serves`` gets work."""
+    """Calls ``wake(queue_name)`` (from its own thread) when a queue the worker ``serves`` gets
+    work, and ``wake(None)`` when it may have missed some (it was not listening)."""
 
     def __init__(self, store: Store, serves: Callable[[str], bool],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[str | None], None]) -> None:
         self.store = store
         self.serves = serves
         self.wake = wake
@@ -51,7 +52,7 @@ class Listener:
                         log.info("listening for new tasks again")
                     failures = 0
                     # Work enqueued while nobody listened sent no notification we could see.
-                    self.wake()
+                    self.wake(None)
                     self._receive(conn)
             except DatabaseError as error:
                 failures += 1
@@ -64,4 +65,4 @@ class Listener:
         while not self._stopped.is_set():
             for notify in conn.notifies(timeout=STOP_CHECK_SECONDS):
                 if self.serves(notify.payload):
-                    self.wake()
+                    self.wake(notify.payload)

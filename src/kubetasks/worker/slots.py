@@ -33,10 +33,15 @@ from kubetasks.worker.reporter import Finished, Reporter
 from kubetasks.worker.threads import TaskThreads
 
 SHORT_TASK_SECONDS = 0.1
-"""While the tasks that end average less than this, a worker claims ahead: up to its concurrency
-more tasks wait, already claimed, for the next free slot, so the next claim's round trip runs
-while the current tasks do. A waiting task starts within about this long; longer tasks are left
-in the queue for other workers."""
+"""While the tasks that end average less than this, a worker claims ahead: more tasks wait,
+already claimed, for the next free slot, so the next claim's round trip runs while the current
+tasks do. As many wait as the slots get through in about this long (at least ``concurrency``,
+at most ``MAX_CLAIMED_AHEAD``), so a waiting task starts within about this long; longer tasks
+are left in the queue for other workers."""
+
+MAX_CLAIMED_AHEAD = 64
+"""Most tasks that wait claimed ahead. Tasks of a millisecond or less would otherwise let one
+claim carry thousands; a few dozen already spread a claim's round trip thin."""
 
 DURATION_WEIGHT = 0.1
 """Weight of the latest task's duration in the running mean that decides claiming ahead."""
@@ -81,17 +86,24 @@ class Slots:
 
     @property
     def free(self) -> int:
-        """How many tasks to claim now: the free slots; while tasks are short, room for as many
-        again to wait for a slot (claimed ahead), claimed once a whole ``concurrency`` of it is
-        free, so that claims stay large while the tasks still held keep the slots busy."""
+        """How many tasks to claim now: the free slots; while tasks are short, room for more to
+        wait for a slot (claimed ahead, see ``SHORT_TASK_SECONDS``), claimed once a whole
+        ``concurrency`` of it is free, so that claims stay large while the tasks still held
+        keep the slots busy."""
         room = self.concurrency - self._busy
-        if not self._claims_ahead():
+        ahead = self._claimed_ahead()
+        if not ahead:
             return room
-        room += self.concurrency - len(self._waiting)
+        room += ahead - len(self._waiting)
         return room if room >= self.concurrency else 0
 
-    def _claims_ahead(self) -> bool:
-        return self._mean_seconds is not None and self._mean_seconds < SHORT_TASK_SECONDS
+    def _claimed_ahead(self) -> int:
+        """How many tasks may wait claimed for a slot now."""
+        mean = self._mean_seconds
+        if mean is None or mean >= SHORT_TASK_SECONDS:
+            return 0
+        through = self.concurrency * SHORT_TASK_SECONDS / max(mean, 1e-9)
+        return max(self.concurrency, min(MAX_CLAIMED_AHEAD, int(through)))
 
     @property
     def unsettled(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
@@ -28,6 +29,10 @@ from kubetasks.worker.slots import Running, Slots
 P = ParamSpec("P")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+READY_QUEUES_SECONDS = 1.0
+"""How long a worker serving every queue claims from the queues that last had READY tasks
+before it asks again (a NOTIFY from another queue makes it ask at once)."""
 
 
 class Worker:
@@ -53,6 +58,10 @@ class Worker:
         self._hurry = False
         self._claimed = 0
         self._database_failures = 0
+        self._ready_queues: list[str] | None = None
+        """Without ``--queue``: the queues that last had READY tasks, until
+        ``_ready_queues_until`` (loop time)."""
+        self._ready_queues_until = -math.inf
 
     def stop(self) -> None:
         """Called on SIGTERM/SIGINT: stop claiming and let running tasks finish within the
@@ -141,11 +150,19 @@ class Worker:
 
     async def _queues(self) -> list[str] | None:
         """The queues to claim from now: those given, or every queue with READY tasks but the
-        excluded (None if the database could not say)."""
+        excluded (None if the database could not say). That list is asked for at most every
+        ``READY_QUEUES_SECONDS``, or at once when a NOTIFY names a queue missing from it: a
+        round trip before every claim cost a third of a busy worker's time."""
         if self.settings.queues:
             return list(self.settings.queues)
-        return await self._database(self.store.ready_queues,
-                                    excluded=self.settings.exclude_queues)
+        if self._ready_queues is not None and self._loop.time() < self._ready_queues_until:
+            return self._ready_queues
+        found = await self._database(self.store.ready_queues,
+                                     excluded=self.settings.exclude_queues)
+        if found is not None:
+            self._ready_queues = found
+            self._ready_queues_until = self._loop.time() + READY_QUEUES_SECONDS
+        return found
 
     def _finish_if_done(self, *, claimed_now: int) -> None:
         max_tasks = self.settings.max_tasks
@@ -161,9 +178,15 @@ class Worker:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
-    def _wake_from_thread(self) -> None:
+    def _wake_from_thread(self, queue_name: str | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to wake
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._notified, queue_name)
+
+    def _notified(self, queue_name: str | None) -> None:
+        """``queue_name`` got work (None: some queue may have): claim from it now."""
+        if queue_name is None or queue_name not in (self._ready_queues or ()):
+            self._ready_queues_until = -math.inf
+        self._wake.set()
 
     # -- schedules ---------------------------------------------------------------------
 
