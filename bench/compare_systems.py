@@ -58,7 +58,7 @@ def kubetasks(action: str, dsn: str, n: int, port: int) -> dict[str, Any]:
         migrate(dsn)
         return {}
     backend = PostgresBackend(Store(dsn))
-    noop = tasks.noop.using(backend=backend)
+    noop = getattr(tasks, os.environ.get("KT_BENCH_TASK", "noop")).using(backend=backend)
     noop.enqueue()  # opens the pool: connecting is not enqueueing
     if action == "bulk":
         return timed(n, lambda: noop.enqueue_many([() for _ in range(n)]))
