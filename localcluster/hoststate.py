@@ -57,7 +57,10 @@ class HostState:
             links=sorted(os.listdir("/sys/class/net")),
             netns=sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else [],
             mounts=sorted({mount for mount, _ in _mounts()}),
-            cgroups=sorted(_cgroup_dirs()),
+            # The node's cgroups are the kubelet's kubepods tree (cgroupfs driver); others that
+            # the machine's own processes create and remove meanwhile are not the node's doing.
+            cgroups=sorted(c for c in _cgroup_dirs()
+                           if any(part.startswith("kubepods") for part in Path(c).parts)),
             processes=sorted(f"{pid} {comm}" for pid, comm, _ in _node_processes()),
         )
 
