@@ -139,3 +139,23 @@ def test_as_many_wait_as_the_slots_get_through_in_a_short_task_time() -> None:
         assert 2 + 2 <= slots.free <= 2 + 4
 
     asyncio.run(scenario())
+
+
+def test_claims_ahead_wait_until_half_the_room_is_free() -> None:
+    """Claims stay large: none while more than half the slots and waiting places are held."""
+    async def scenario() -> None:
+        slots = slots_of(2)
+        gate.set()
+        slots.start(record("tests.claim_ahead.gated", 0))
+        await settled(slots, 0)
+        gate.clear()
+        capacity = 2 + MAX_CLAIMED_AHEAD
+        for number in range(capacity // 2 + 1):
+            slots.start(record("tests.claim_ahead.gated", number))
+        await asyncio.sleep(0.05)
+        assert slots.free == 0
+        gate.set()
+        await settled(slots, 0)
+        assert slots.free == capacity
+
+    asyncio.run(scenario())

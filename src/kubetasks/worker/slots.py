@@ -87,15 +87,15 @@ class Slots:
     @property
     def free(self) -> int:
         """How many tasks to claim now: the free slots; while tasks are short, room for more to
-        wait for a slot (claimed ahead, see ``SHORT_TASK_SECONDS``), claimed once a whole
-        ``concurrency`` of it is free, so that claims stay large while the tasks still held
-        keep the slots busy."""
+        wait for a slot (claimed ahead, see ``SHORT_TASK_SECONDS``), claimed once half of the
+        slots and the waiting places together (and at least a ``concurrency``) is free, so that
+        claims stay large while the tasks still held keep the slots busy."""
         room = self.concurrency - self._busy
         ahead = self._claimed_ahead()
         if not ahead:
             return room
         room += ahead - len(self._waiting)
-        return room if room >= self.concurrency else 0
+        return room if room >= max(self.concurrency, (self.concurrency + ahead) // 2) else 0
 
     def _claimed_ahead(self) -> int:
         """How many tasks may wait claimed for a slot now."""
