@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 READY_QUEUES_SECONDS = 1.0
 """How long a worker serving every queue claims from the queues that last had READY tasks
-before it asks again (a NOTIFY from another queue makes it ask at once)."""
+before it asks again (a NOTIFY from another queue adds that queue at once)."""
 
 
 class Worker:
@@ -151,8 +151,8 @@ class Worker:
     async def _queues(self) -> list[str] | None:
         """The queues to claim from now: those given, or every queue with READY tasks but the
         excluded (None if the database could not say). That list is asked for at most every
-        ``READY_QUEUES_SECONDS``, or at once when a NOTIFY names a queue missing from it: a
-        round trip before every claim cost a third of a busy worker's time."""
+        ``READY_QUEUES_SECONDS`` (a round trip before every claim cost a third of a busy
+        worker's time); a NOTIFY adds the queue it names."""
         if self.settings.queues:
             return list(self.settings.queues)
         if self._ready_queues is not None and self._loop.time() < self._ready_queues_until:
@@ -183,9 +183,12 @@ class Worker:
             self._loop.call_soon_threadsafe(self._notified, queue_name)
 
     def _notified(self, queue_name: str | None) -> None:
-        """``queue_name`` got work (None: some queue may have): claim from it now."""
-        if queue_name is None or queue_name not in (self._ready_queues or ()):
+        """``queue_name`` got work (None: some queue may have): claim from it now, without
+        first asking which queues have work (the NOTIFY just said)."""
+        if queue_name is None or self._ready_queues is None:
             self._ready_queues_until = -math.inf
+        elif queue_name not in self._ready_queues:
+            self._ready_queues = [*self._ready_queues, queue_name]
         self._wake.set()
 
     # -- schedules ---------------------------------------------------------------------
