@@ -12,11 +12,11 @@ import math
 import select
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -49,6 +49,7 @@ from kubetasks.schedules import DueSchedule, RegisteredSchedule, Schedule, first
 from kubetasks.schedules import from_row as schedule_from_row
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHANNEL = "kubetasks"
 """NOTIFY channel; the payload is the queue name that got work."""
@@ -81,6 +82,10 @@ table analyzed when the planner's statistics know fewer rows than the batch."""
 
 CHECK_IDLE_SECONDS = 1.0
 """A pooled connection idle longer than this is checked (one round trip) before it is lent."""
+
+SESSION_ENDED: tuple[type[BaseException], ...] = (psycopg.errors.AdminShutdown,)
+"""The server ended the session (``terminating connection due to administrator command``):
+whatever the statement was doing was rolled back with it."""
 
 DatabaseError = psycopg.Error
 """Anything PostgreSQL or the driver refused; callers catch it without importing the driver."""
@@ -224,6 +229,25 @@ class Store:
 
     def _rows(self, name: str, params: dict[str, Any],
               connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
+        if connection is not None:
+            return self._execute(name, params, connection)
+        return self._on_live_session(lambda: self._execute(name, params, None))
+
+    def _on_live_session(self, work: Callable[[], T]) -> T:
+        """Run ``work``, which takes a pooled connection, again when the server turns out to
+        have ended that connection's session (a restart, ``pg_terminate_backend``) between the
+        lend's check and the statement: the statement then did nothing (the server rolls back
+        what a session it ends was doing) and the pool drops the connection, so each try
+        clears one dead connection, up to the pool's size."""
+        for _ in range(self.pool.max_size):
+            try:
+                return work()
+            except SESSION_ENDED:
+                continue
+        return work()
+
+    def _execute(self, name: str, params: dict[str, Any],
+                 connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
         with self.connection(connection) as conn, conn.cursor(row_factory=dict_row) as cur:
             if connection is not None:
                 # The caller's connection may load JSON its own way (Django keeps it as text).
@@ -246,9 +270,13 @@ class Store:
         if not requests:
             return []
         if unique_conflict == "raise" and any(r.unique_key for r in requests):
-            with self.connection(connection) as conn, conn.transaction():
-                written = self._write_unique(requests, conn)
-                _refuse_duplicates(requests, written)
+            def all_or_nothing() -> list[tuple[TaskRecord, bool]]:
+                with self.connection(connection) as conn, conn.transaction():
+                    written = self._write_unique(requests, conn)
+                    _refuse_duplicates(requests, written)
+                    return written
+            written = (all_or_nothing() if connection is not None
+                       else self._on_live_session(all_or_nothing))
         else:
             written = self._write_unique(requests, connection)
         if connection is None and len(requests) >= ANALYZE_AFTER:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from kubetasks import TaskResultStatus, configure, task
+from kubetasks import store as store_module
 from kubetasks.backends import PostgresBackend
 from kubetasks.store import Store
 
@@ -67,3 +68,23 @@ def test_enqueues_after_the_connections_broke_all_succeed(dsn: str, caller: str)
         configure("dummy")
         backend.close()
     assert statuses == [TaskResultStatus.READY] * 8
+
+
+def test_an_enqueue_sent_on_a_session_the_server_just_ended_is_sent_again(
+        dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the lend's check cannot close: the server ends the session after the check
+    looked. The statement did nothing, so it goes again on a fresh connection, once per dead
+    connection, and the caller sees one task, enqueued once."""
+    monkeypatch.setattr(store_module, "_server_wrote", lambda conn: False)  # the check saw nothing
+    store = Store(dsn, min_size=2, max_size=2)
+    backend = configure(PostgresBackend(store))
+    try:
+        enqueue_from_threads(2)  # both pooled connections have served
+        assert terminate_other_sessions(dsn) >= 2
+        result = noop.enqueue(7)
+    finally:
+        configure("dummy")
+        backend.close()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM kubetasks_tasks WHERE args = '[7]'").fetchone()
+    assert result.status == TaskResultStatus.READY and row == (1,)
