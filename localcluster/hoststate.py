@@ -164,15 +164,21 @@ def _node_processes() -> list[tuple[int, str, str]]:
 
 
 def _stop_processes(workdir: Path) -> list[str]:
-    """SIGKILL what still runs from the node's work directory (shims outlive containerd)."""
-    mine = [(pid, comm) for pid, comm, cmdline in _node_processes() if str(workdir) in cmdline]
-    for pid, _ in mine:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGKILL what still runs from the node's work directory (shims outlive containerd), again
+    until none is left: containerd may have started a shim (a container's cleanup) while the
+    first ones were killed, and on a busy machine that one outlives a single sweep."""
+    killed: dict[int, str] = {}
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid, _ in mine) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        mine = [(pid, comm) for pid, comm, cmdline in _node_processes() if str(workdir) in cmdline]
+        if not mine:
+            break
+        for pid, comm in mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            killed[pid] = comm
         time.sleep(0.1)
-    return [f"killed {comm} ({pid})" for pid, comm in mine]
+    return [f"killed {comm} ({pid})" for pid, comm in killed.items()]
 
 
 def _remove_netns(before: HostState) -> list[str]:
