@@ -5,9 +5,9 @@
 #
 # Each binary lands in $KUBETASKS_CACHE/bin/<component>-<version>/<component>
 # (default cache: ~/.cache/kubetasks). A component whose binary is already there
-# is not rebuilt, so a second run takes no time. A cold build takes about twelve
-# minutes on two cores (kube-apiserver alone four, the kubelet three), plus the module
-# downloads on a machine that has none yet.
+# is not rebuilt, so a second run takes no time. A cold build takes 12 to 30 minutes on
+# two cores, module downloads included (29 measured with empty Go caches beside a test run;
+# see localcluster/README.md).
 #
 # The versions are pinned here, where localcluster/controlplane.py reads them, and in
 # the go.mod files of gobuild/ (checked below to agree). To move to another release,
