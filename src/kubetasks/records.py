@@ -161,7 +161,6 @@ class DeadlineWork:
     up to and including it in claim order."""
 
     expected_at: datetime
-    estimate_seconds: float
     work_seconds: float
     position: int
 

@@ -667,15 +667,11 @@ class Store:
                              row["overdue"], row["next_deadline"], count_limit=scan_limit),
             busy_pods={uid: int(n) for uid, n in row["busy_pods"].items()},
             deadlines=tuple(map(DeadlineWork, row["deadline_expected_at"],
-                                row["deadline_estimate_seconds"], row["deadline_work_seconds"],
+                                row["deadline_work_seconds"],
                                 row["deadline_positions"])),
             work_seconds=float(row["work_seconds"]), oldest_ready_seconds=row["oldest_ready_seconds"],
             settings=_settings({**row, "queue_name": queue_name}),
             scanned=row["scanned"], scan_limit=scan_limit)
-
-    def durations(self) -> dict[str, float]:
-        """Learned mean run time per task name, in seconds."""
-        return {r["task_name"]: r["mean_seconds"] for r in self._rows("task_durations", {})}
 
     def count_prunable(self, *, successful: timedelta, failed: timedelta,
                        queue_name: str | None = None) -> int:

@@ -13,7 +13,12 @@ from kubetasks import TaskResultStatus
 from kubetasks.backends import PostgresBackend
 from kubetasks.store import Store
 from tests.integration import worker_tasks
-from tests.integration.worker_process import WorkerProcess, wait_state, wait_until
+from tests.integration.worker_process import (
+    WorkerProcess,
+    learned_durations,
+    wait_state,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -111,4 +116,4 @@ def test_probes_and_metrics(backend: PostgresBackend, store: Store, dsn: str,
         assert worker.metric("kubetasks_worker_task_duration_seconds_count", task_name=name) == 3
         assert worker.metric("kubetasks_worker_queue_wait_seconds_count", queue=queue) == 4
         assert worker.metric("kubetasks_worker_tasks_running") == 0
-        assert store.durations()[name] >= 0  # the scaler's estimate learned from these runs
+        assert learned_durations(store)[name] >= 0  # the scaler's estimate learned from these runs

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from kubetasks import TaskResultStatus
 from kubetasks.records import TaskRecord
 from kubetasks.store import Store
@@ -46,6 +48,13 @@ def wait_state(store: Store, task_id: str | int, *, finished: bool = True,
         return record if done else None
     return wait_until(probe, timeout=timeout,
                       what=f"task {task_id} {'finished' if finished else 'RUNNING'}")
+
+
+def learned_durations(store: Store) -> dict[str, float]:
+    """The mean run time per task name that completions taught the operator's estimates."""
+    with psycopg.connect(store.conninfo) as conn:
+        rows = conn.execute("SELECT task_name, mean_seconds FROM kubetasks_durations").fetchall()
+    return dict(rows)
 
 
 class WorkerProcess:

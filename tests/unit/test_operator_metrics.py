@@ -54,8 +54,7 @@ def test_a_step_publishes_the_oldest_ready_age_and_the_deadlines_at_risk() -> No
     store.oldest_ready = 42.5
     kube.ready = 1  # one pod of concurrency 2
     # 30 s of work before a task due in 10 s: two slots need 15 s.
-    store.deadlines = [DeadlineWork(expected_at=NOW + timedelta(seconds=10), estimate_seconds=10.0,
-                                    work_seconds=30.0,
+    store.deadlines = [DeadlineWork(expected_at=NOW + timedelta(seconds=10), work_seconds=30.0,
                                     position=3)]
     controller.step(NOW, live_pods={})
     assert sample("kubetasks_operator_oldest_ready_age_seconds", **labels) == 42.5

@@ -469,7 +469,7 @@ WITH ready AS (
     FROM estimated
     WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
 )
-SELECT expected_at, estimate_seconds, work_seconds, position FROM ordered
+SELECT expected_at, work_seconds, position FROM ordered
 WHERE expected_at IS NOT NULL
 ORDER BY work_seconds
 LIMIT %(limit)s;
@@ -522,7 +522,7 @@ WITH running AS (
     FROM estimated
     WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
 ), deadlines AS (
-    SELECT expected_at, estimate_seconds, work_seconds, position FROM ordered
+    SELECT expected_at, work_seconds, position FROM ordered
     WHERE expected_at IS NOT NULL
     ORDER BY position LIMIT %(deadline_limit)s
 ), running_work AS (
@@ -561,8 +561,6 @@ SELECT
         WHERE worker_pod_uid IS NOT NULL GROUP BY worker_pod_uid) AS pods) AS busy_pods,
     (SELECT coalesce(array_agg(expected_at ORDER BY position), '{}') FROM deadlines)
         AS deadline_expected_at,
-    (SELECT coalesce(array_agg(estimate_seconds ORDER BY position), '{}') FROM deadlines)
-        AS deadline_estimate_seconds,
     (SELECT coalesce(array_agg(work_seconds ORDER BY position), '{}') FROM deadlines)
         AS deadline_work_seconds,
     (SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM deadlines)
@@ -570,9 +568,6 @@ SELECT
     coalesce(s.paused, false) AS paused, s.max_running, s.rate_limit, s.rate_period
 FROM (SELECT 1) AS one
 LEFT JOIN kubetasks_queues AS s ON s.queue_name = %(queue_name)s;
-
--- name: task_durations
-SELECT task_name, mean_seconds, samples FROM kubetasks_durations ORDER BY task_name;
 
 -- name: prune_finished
 WITH gone AS (

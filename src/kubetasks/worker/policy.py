@@ -19,7 +19,8 @@ UNKNOWN_TASK_GRACE = timedelta(minutes=10)
 """How long after its enqueue a task whose name this worker does not know is put back rather
 than failed: during a rollout, web pods may enqueue a new task before every worker knows it."""
 
-UNKNOWN_TASK_RETRY = timedelta(seconds=15)
+UNKNOWN_TASK_PUT_BACK = timedelta(seconds=15)
+"""How long such a task waits before it is offered again: it is put back, no attempt counted."""
 
 MIN_IDLE_WAIT = 0.02
 """Floor of an idle sleep. A ready task that another transaction holds locked is skipped by
@@ -67,7 +68,7 @@ def after_failure(error: BaseException, *, attempt: int, max_attempts: int, back
     """
     if (isinstance(error, UnknownTaskError) and enqueued_at is not None
             and now - enqueued_at < unknown_task_grace):
-        return PutBack(now + UNKNOWN_TASK_RETRY)
+        return PutBack(now + UNKNOWN_TASK_PUT_BACK)
     if isinstance(error, FINAL_ERRORS):
         return FailTask(f"{type(error).__name__} cannot be mended by another attempt")
     if attempt >= max_attempts:

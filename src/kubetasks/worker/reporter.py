@@ -96,7 +96,7 @@ class Reporter:
                     log.error("database unreachable at shutdown: %d outcomes not recorded; their "
                               "tasks stay RUNNING until put back as lost", len(self._pending))
                     return
-                log.warning("cannot record outcomes, will retry: %s", error)
+                log.warning("cannot record outcomes, reconnecting to write them again: %s", error)
                 self._has_pending.set()
                 await asyncio.sleep(reconnect_delay(failures))
             except Exception:
