@@ -13,7 +13,7 @@ from datetime import timedelta
 import kopf
 
 from kubetasks.logs import redact
-from kubetasks.store import DatabaseError
+from kubetasks.store import SCHEMA_MISSING, DatabaseError
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.controller import DeploymentMissing, QueueController, QueueStore, utcnow
 from kubetasks_operator.kube import ApiException, SecretMissing
@@ -173,6 +173,9 @@ class QueueLoop:
                 self.next_sweep = utcnow() + timedelta(seconds=interval)
         except DeploymentRefused:
             self.failing = "DeploymentRefused"  # apply_worker_deployment reported (and counted) it
+        except SCHEMA_MISSING as error:
+            queue_metrics.count_error(controller.namespace, controller.name, "database")
+            await self.failed(controller, "SchemaMissing", "DatabaseReachable", schema_problem(error))
         except DatabaseError as error:
             queue_metrics.count_error(controller.namespace, controller.name, "database")
             message = await asyncio.to_thread(database_problem, controller.store, error)
@@ -184,7 +187,7 @@ class QueueLoop:
             await self.failed(controller, "ScalingFailed", "Scaling",
                               str(error).strip() or type(error).__name__)
         else:
-            if self.failing == "DatabaseUnreachable":
+            if self.failing in ("DatabaseUnreachable", "SchemaMissing"):
                 controller.post_event("Normal", "DatabaseReachable", "the database answers again")
             self.failing = None
 
@@ -194,6 +197,15 @@ class QueueLoop:
         controller.report_failure(condition, reason, message)
         with contextlib.suppress(Exception):  # the status is best effort while failing
             await asyncio.to_thread(controller.write_status, utcnow())
+
+
+def schema_problem(error: BaseException) -> str:
+    """The database answers but lacks the kubetasks schema, or has an older one: say what to
+    run, as the worker and the CLI do."""
+    first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+    return redact(f"the database lacks the kubetasks schema, or has an older one ({first_line}): "
+                  "run `kubetasks migrate` against it, or install the chart with "
+                  "migrations.enabled=true; the operator tries again meanwhile")
 
 
 def database_problem(store: QueueStore, error: Exception) -> str:

@@ -21,7 +21,13 @@ import psycopg
 import pytest
 from localcluster.polling import wait_until
 
+from kubetasks import TaskResultStatus
+from kubetasks.backends import PostgresBackend
+from kubetasks.records import TaskRecord
+from kubetasks.store import Store
+from tests.django_project import kubetasks_orm
 from tests.integration.test_django import python312
+from tests.integration.worker_process import wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "examples" / "django_app"
@@ -285,3 +291,34 @@ def test_worker_refuses_reload_and_a_backend_that_is_not_kubetasks(dsn: str) -> 
     other = manage(dsn, "kubetasks_worker", "--backend", "other", check=False)
     assert other.returncode == 1
     assert "TASKS has no 'other' backend using kubetasks.contrib.django" in other.stderr
+
+
+def test_a_kubetasks_task_gets_a_new_orm_connection_after_the_server_ended_its_session(
+        dsn: str, store: Store) -> None:
+    # kubetasks' own @task functions (not Django tasks) using the ORM, in a Django worker whose
+    # one thread keeps its ORM connection between tasks, as with CONN_MAX_AGE.
+    backend = PostgresBackend(store)
+    worker = start_worker(dsn, "--import", "tests.django_project.kubetasks_orm",
+                          "--queue", kubetasks_orm.QUEUE, "--concurrency", "1")
+    try:
+        for task in (kubetasks_orm.orm_session, kubetasks_orm.async_orm_session):
+            first = finished(store, task.using(backend=backend).enqueue().id)
+            with psycopg.connect(dsn, autocommit=True) as conn:  # as a PostgreSQL restart does
+                conn.execute("SELECT pg_terminate_backend(%s)", [first.return_value])
+            after = finished(store, task.using(backend=backend).enqueue().id)
+            assert after.state == TaskResultStatus.SUCCESSFUL, (task.name, after.errors)
+            assert after.return_value != first.return_value
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    except (AssertionError, TimeoutError) as error:
+        worker.kill()
+        raise AssertionError(f"{error}\nworker:\n{worker.communicate()[0][-6000:]}") from None
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def finished(store: Store, task_id: str) -> TaskRecord:
+    record = wait_state(store, task_id, timeout=60)
+    assert record.state == TaskResultStatus.SUCCESSFUL or record.attempts, record
+    return record

@@ -152,3 +152,37 @@ def test_a_deleted_database_secret_shows_on_the_taskqueue() -> None:
     assert conditions(controller)["Ready"][0] == "False"
     assert events == [("Warning", "DatabaseSecretMissing",
                        "Secret shop/db does not exist: new worker pods cannot start")]
+
+
+class UnmigratedStore(FakeStore):
+    """A database that answers but has no kubetasks schema."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.migrated = False
+
+    def queue_statistics(self, queue_name: str, **kwargs: Any) -> Any:
+        if not self.migrated:
+            raise psycopg.errors.UndefinedTable('relation "kubetasks_tasks" does not exist\n'
+                                                "LINE 4: FROM kubetasks_tasks")
+        return super().queue_statistics(queue_name, **kwargs)
+
+
+def test_a_database_without_the_schema_says_to_run_migrate_not_that_it_is_unreachable() -> None:
+    store = UnmigratedStore()
+    controller, events = make(store, FakeKube())
+    apply_worker_deployment(controller, BODY)
+    loop = QueueLoop()
+    for _ in range(2):
+        asyncio.run(loop.run_once(controller, BODY, {}))
+    status, reason, message = conditions(controller)["DatabaseReachable"]
+    assert (status, reason) == ("False", "SchemaMissing")
+    assert "kubetasks migrate" in message and 'relation "kubetasks_tasks" does not exist' in message
+    assert "LINE 4" not in message
+    assert conditions(controller)["Ready"][:2] == ("False", "SchemaMissing")
+    assert [e[:2] for e in events] == [("Warning", "SchemaMissing")]  # once, not every step
+
+    store.migrated = True
+    asyncio.run(loop.run_once(controller, BODY, {}))
+    assert conditions(controller)["DatabaseReachable"][:2] == ("True", "Connected")
+    assert events[-1][:2] == ("Normal", "DatabaseReachable")

@@ -14,7 +14,8 @@ from kubetasks import TaskContext, task
 from kubetasks.exceptions import InvalidTaskError, TaskTimeout, UnknownTaskError
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
-from kubetasks.worker.attempt import Failed, Succeeded, prepare, run_async, run_sync
+from kubetasks.worker import attempt
+from kubetasks.worker.attempt import Failed, Succeeded, TaskScope, prepare, run_async, run_sync
 from kubetasks.worker.metrics import task_label
 from kubetasks.worker.threads import TaskThreads
 
@@ -154,3 +155,58 @@ def test_task_threads_deliver_every_result_on_the_loop() -> None:
         return delivered
 
     assert sorted(asyncio.run(scenario())) == list(range(500))
+
+
+@pytest.fixture
+def scope_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A task scope that records its calls, and where they ran, for this test only."""
+    calls: list[str] = []
+
+    async def abefore() -> None:
+        calls.append("abefore")
+
+    async def aafter() -> None:
+        calls.append("aafter")
+
+    def before() -> None:
+        calls.append(f"before on {threading.current_thread().name}")
+
+    def after() -> None:
+        calls.append(f"after on {threading.current_thread().name}")
+
+    monkeypatch.setattr(attempt, "_scopes", [])
+    scope = TaskScope(before=before, after=after, abefore=abefore, aafter=aafter)
+    attempt.add_task_scope(scope)
+    attempt.add_task_scope(scope)  # once per scope
+    return calls
+
+
+def test_a_task_scope_wraps_each_task_where_it_runs_even_one_that_fails(
+        scope_calls: list[str]) -> None:
+    ran: list[Any] = []
+    thread = threading.Thread(name="task-thread", target=lambda: ran.extend([
+        run_sync(prepare(record("unit.add", (1, 2)))), run_sync(prepare(record("unit.exits")))]))
+    thread.start()
+    thread.join()
+    assert isinstance(ran[0], Succeeded) and ran[0].return_json == "3"
+    assert isinstance(ran[1], Failed) and isinstance(ran[1].error, SystemExit)
+    assert scope_calls == ["before on task-thread", "after on task-thread"] * 2
+
+    scope_calls.clear()
+    done = asyncio.run(run_async(prepare(record("unit.sleepy", (0.0,)))))
+    assert isinstance(done, Succeeded) and scope_calls == ["abefore", "aafter"]
+
+
+def test_an_error_in_a_task_scope_fails_the_attempt_not_the_worker(scope_calls: list[str]) -> None:
+    def broken() -> None:
+        raise RuntimeError("cannot close the ORM connection")
+
+    async def abroken() -> None:
+        broken()
+
+    attempt.add_task_scope(TaskScope(before=broken, after=lambda: None,
+                                     abefore=abroken, aafter=abroken))
+    result = run_sync(prepare(record("unit.add", (1, 2))))
+    assert isinstance(result, Failed) and "cannot close the ORM connection" in str(result.error)
+    done = asyncio.run(run_async(prepare(record("unit.sleepy", (0.0,)))))
+    assert isinstance(done, Failed) and "cannot close the ORM connection" in str(done.error)

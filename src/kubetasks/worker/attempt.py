@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
@@ -54,6 +54,29 @@ class Call:
     record: TaskRecord | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TaskScope:
+    """Calls a worker makes around every task function, where the function runs: ``before`` and
+    ``after`` on the thread of a plain function, ``abefore`` and ``aafter`` awaited on the loop
+    around an ``async def`` one. A Django worker closes the ORM connections that a database
+    restart broke or ``CONN_MAX_AGE`` retired, as Django does around each request. An error in
+    one fails the attempt like an error of the task."""
+
+    before: Callable[[], None]
+    after: Callable[[], None]
+    abefore: Callable[[], Awaitable[None]]
+    aafter: Callable[[], Awaitable[None]]
+
+
+_scopes: list[TaskScope] = []
+
+
+def add_task_scope(scope: TaskScope) -> None:
+    """Make this process's worker call ``scope`` around every task it runs (once per scope)."""
+    if scope not in _scopes:
+        _scopes.append(scope)
+
+
 def prepare(record: TaskRecord) -> Call:
     """The call a claimed task stands for. A task's context reads its result back through the
     process-wide backend (``kubetasks worker`` configures it on the worker's database).
@@ -94,11 +117,31 @@ def run_sync(call: Call) -> Result:
 def _run_sync(call: Call) -> Result:
     started = perf_counter()
     try:
-        value = call.task.func(*call.args, **call.kwargs)
+        value = _scoped_sync(call) if _scopes else call.task.func(*call.args, **call.kwargs)
         seconds = perf_counter() - started
         return Succeeded(_encoded(call.task, value), seconds)
     except BaseException as error:  # a task's SystemExit must not end the worker's thread
         return Failed(error, perf_counter() - started)
+
+
+def _scoped_sync(call: Call) -> Any:
+    for scope in _scopes:
+        scope.before()
+    try:
+        return call.task.func(*call.args, **call.kwargs)
+    finally:
+        for scope in reversed(_scopes):
+            scope.after()
+
+
+async def _scoped_async(call: Call) -> Any:
+    for scope in _scopes:
+        await scope.abefore()
+    try:
+        return await call.task.func(*call.args, **call.kwargs)
+    finally:
+        for scope in reversed(_scopes):
+            await scope.aafter()
 
 
 async def run_async(call: Call) -> Result:
@@ -137,7 +180,8 @@ async def _run_async(call: Call) -> Result:
     scope = asyncio.timeout(call.task.timeout)
     try:
         async with scope:
-            value = await call.task.func(*call.args, **call.kwargs)
+            value = await (_scoped_async(call) if _scopes
+                           else call.task.func(*call.args, **call.kwargs))
         seconds = perf_counter() - started
         return Succeeded(_encoded(call.task, value), seconds)
     except asyncio.CancelledError:

@@ -1,6 +1,7 @@
 """A Django task as ``kubetasks worker`` runs it: the way Django runs a view (fresh ORM
-connections) and the way Django's own backends run a task (its ``TaskContext``, its
-``task_started`` and ``task_finished`` signals, its JSON rules for the return value).
+connections, for every task the worker runs, kubetasks' own ``@task`` functions too) and the
+way Django's own backends run a task (its ``TaskContext``, its ``task_started`` and
+``task_finished`` signals, its JSON rules for the return value).
 
 The kubetasks task registered for a Django task always takes kubetasks' context, which says
 which result is running; the Django function gets Django's ``TaskContext`` when it asked for
@@ -31,9 +32,26 @@ from kubetasks.contrib.django.compat import TaskResultStatus as DjangoStatus
 from kubetasks.contrib.django.results import as_enqueued, to_django
 from kubetasks.exceptions import FailNow, InvalidTaskError
 from kubetasks.result import TaskContext as KubeTasksContext
+from kubetasks.worker.attempt import TaskScope, add_task_scope
 
 FINAL = (FailNow, InvalidTaskError)
 """Errors after which kubetasks runs no other attempt, whatever attempts are left."""
+
+_close_async = sync_to_async(close_old_connections)
+"""In the thread where the ORM calls of ``async def`` code run (``sync_to_async``'s)."""
+
+FRESH_CONNECTIONS = TaskScope(before=close_old_connections, after=close_old_connections,
+                              abefore=_close_async, aafter=_close_async)
+"""Before and after each task, as Django does around each request: an ORM connection that a
+PostgreSQL restart broke, or that ``CONN_MAX_AGE`` retired, is closed, so the task opens a new
+one instead of failing on it."""
+
+
+def close_connections_around_tasks() -> None:
+    """Make this process's worker close stale ORM connections around every task it runs. The
+    Django worker entry points call it (``manage.py kubetasks_worker``,
+    ``kubetasks.contrib.django.setup``), and so does registering a Django task."""
+    add_task_scope(FRESH_CONNECTIONS)
 
 
 class DjangoAttempt:
@@ -83,13 +101,11 @@ class DjangoAttempt:
 
 def runner(task: Any, sender: type[BaseTaskBackend]) -> Callable[..., Any]:
     """The function kubetasks registers for the Django task ``task``."""
+    close_connections_around_tasks()
     func = task.func
     if inspect.iscoroutinefunction(func):
-        close_async = sync_to_async(close_old_connections)  # where the ORM's async calls run
-
         @functools.wraps(func)
         async def run_async(context: KubeTasksContext, *args: Any, **kwargs: Any) -> Any:
-            await close_async()
             attempt = DjangoAttempt(context, task, sender)
             await sync_to_async(attempt.started)()
             try:
@@ -100,14 +116,11 @@ def runner(task: Any, sender: type[BaseTaskBackend]) -> Callable[..., Any]:
             else:
                 await sync_to_async(attempt.succeeded)(value)
                 return value
-            finally:
-                await close_async()
 
         return _with_context_first(run_async, task)
 
     @functools.wraps(func)
     def run(context: KubeTasksContext, *args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
         attempt = DjangoAttempt(context, task, sender)
         attempt.started()
         try:
@@ -118,8 +131,6 @@ def runner(task: Any, sender: type[BaseTaskBackend]) -> Callable[..., Any]:
         else:
             attempt.succeeded(value)
             return value
-        finally:
-            close_old_connections()
 
     return _with_context_first(run, task)
 

@@ -7,3 +7,7 @@
 import django
 
 django.setup()
+
+from kubetasks.contrib.django.running import close_connections_around_tasks  # noqa: E402
+
+close_connections_around_tasks()

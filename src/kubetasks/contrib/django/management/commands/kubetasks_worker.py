@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import module_has_submodule
 
 from kubetasks.contrib.django.database import worker_conninfo
+from kubetasks.contrib.django.running import close_connections_around_tasks
 from kubetasks.exceptions import ConfigurationError
 from kubetasks.identity import WorkerIdentity
 from kubetasks.logs import register_secret, setup_logging
@@ -88,6 +89,7 @@ class Command(BaseCommand):  # type: ignore[misc]
             settings = self.worker_settings(options)
         except ConfigurationError as error:
             raise CommandError(str(error)) from None
+        close_connections_around_tasks()  # around kubetasks' own @task functions too
         serve(settings, identity=WorkerIdentity.from_env())
 
     def worker_settings(self, options: dict[str, Any]) -> WorkerSettings:
