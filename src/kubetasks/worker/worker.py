@@ -47,7 +47,7 @@ class Worker:
         self.health = health
         self._wake = asyncio.Event()
         self._reporter = Reporter(store, metrics, worker_id=identity.worker_id,
-                                  after_failures=self._wake.set,
+                                  after_failures=self._retries_written,
                                   unknown_task_grace=settings.unknown_task_grace)
         self._slots = Slots(settings.concurrency, reporter=self._reporter, metrics=metrics,
                             on_change=self._wake.set)
@@ -181,6 +181,12 @@ class Worker:
     def _wake_from_thread(self, queue_name: str | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to wake
             self._loop.call_soon_threadsafe(self._notified, queue_name)
+
+    def _retries_written(self) -> None:
+        """Failed attempts were written: a retry now waits READY in a queue that the list of
+        ready queues may not have had (its task was RUNNING). Ask again, and look now."""
+        self._ready_queues_until = -math.inf
+        self._wake.set()
 
     def _notified(self, queue_name: str | None) -> None:
         """``queue_name`` got work (None: some queue may have): claim from it now, without
