@@ -8,7 +8,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kubetasks.payload import check_json, dumps
+from kubetasks.payload import dumps, plain
 from kubetasks.result import TaskContext, TaskError, TaskResult, TaskResultStatus
 
 if TYPE_CHECKING:
@@ -24,8 +24,7 @@ def call_arguments(task: Task[..., Any], result: TaskResult[Any]) -> tuple[list[
 
 def encode_return(task_name: str, value: Any) -> str:
     """The return value as JSON, or ``TypeError`` naming what cannot be stored."""
-    check_json(value, f"return value of task {task_name}")
-    return dumps(value)
+    return dumps(plain(value, f"return value of task {task_name}"))
 
 
 def error_from_exception(error: BaseException, *, attempt: int | None = None,

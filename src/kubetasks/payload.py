@@ -49,12 +49,6 @@ def check_text(text: str, what: str) -> None:
                              f"{text[error.start]!r}, which UTF-8 cannot encode") from None
 
 
-def check_json(value: Any, path: str) -> None:
-    """Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully
-    (see ``plain``)."""
-    plain(value, path)
-
-
 def plain(value: Any, path: str, depth: int = 0) -> JSON:
     """``value`` as every reader will see it after a JSON round trip (tuples become lists,
     subclasses of int, float, str, list and dict their base types), copied, in one walk.
