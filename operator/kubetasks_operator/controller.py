@@ -18,7 +18,13 @@ from typing import Any, Protocol
 from kubetasks.exceptions import InvalidTaskError
 from kubetasks.logs import redact
 from kubetasks.parsing import parse_duration
-from kubetasks.records import QueueSettings, QueueStatistics, QueueStats, RequeuedTask
+from kubetasks.records import (
+    QueueSettings,
+    QueueStatistics,
+    QueueStats,
+    RequeuedTask,
+    StatisticsRequest,
+)
 from kubetasks.schedules import DueSchedule, Schedule, fire_due
 from kubetasks_operator import queue_metrics
 from kubetasks_operator.objects import DELETION_COST, deletion_costs, deployment_name
@@ -141,6 +147,12 @@ def declared_settings(spec: TaskQueueSpec, queue_name: str) -> QueueSettings:
                          rate_period=parse_duration(rate.period) if rate else None)
 
 
+class StatisticsReader(Protocol):
+    """Statistics shared by the TaskQueues of one database (``poller.StatisticsPoller``)."""
+
+    def queue_statistics(self, wanted: StatisticsRequest, *, max_age: float) -> QueueStatistics: ...
+
+
 class DeploymentMissing(LookupError):
     """The worker Deployment is gone (deleted by hand): the operator makes it again."""
 
@@ -186,6 +198,12 @@ class QueueController:
     """The schedules last registered from the spec; None: not yet."""
     oldest_ready_seconds: float = 0.0
     """How long the longest-waiting due task has waited, at the last observation."""
+    statistics: StatisticsReader | None = None
+    """Where a step reads the queue: shared with the database's other TaskQueues; None: the
+    store, for this queue alone."""
+    statistics_max_age: float = 0.0
+    """How old a shared reading the next step may use (the daemon: a poll interval, 0 when a
+    NOTIFY woke it)."""
 
     def __post_init__(self) -> None:
         queue_metrics.start_queue(self.namespace, self.name)
@@ -194,14 +212,18 @@ class QueueController:
     def deployment(self) -> str:
         return deployment_name(self.name)
 
-    def observe(self, now: datetime, live_pods: Mapping[str, str]) -> tuple[QueueStats, Observation,
-                                                                          dict[str, int]]:
-        """Read the queue with one statement (``Store.queue_statistics``) and the Deployment."""
+    def observe(self, now: datetime, live_pods: Mapping[str, str], max_age: float = 0.0
+                ) -> tuple[QueueStats, Observation, dict[str, int]]:
+        """Read the queue (``Store.queue_statistics``, or a shared reading at most ``max_age``
+        seconds old) and the Deployment."""
         self.apply_settings()
-        scaling = self.spec.scaling
-        seen = self.store.queue_statistics(
-            self.queue_name, scan_limit=statistics_scan_limit(self.spec),
-            horizon=timedelta(seconds=scaling.pod_startup_seconds))
+        wanted = StatisticsRequest(self.queue_name, statistics_scan_limit(self.spec),
+                                   timedelta(seconds=self.spec.scaling.pod_startup_seconds))
+        if self.statistics is not None:
+            seen = self.statistics.queue_statistics(wanted, max_age=max_age)
+        else:
+            seen = self.store.queue_statistics(wanted.queue_name, scan_limit=wanted.scan_limit,
+                                               horizon=wanted.horizon)
         stats, settings, self.oldest_ready_seconds = seen.stats, seen.settings, seen.oldest_ready_seconds
         self.fields.update(paused=settings.paused, maxRunning=settings.max_running,
                            rate=settings.rate_text)
@@ -242,9 +264,14 @@ class QueueController:
 
     def step(self, now: datetime, live_pods: Mapping[str, str]) -> ScaleDecision:
         """One observation, decision and application. Raises on database/API errors."""
-        stats, observation, running_by_uid = self.observe(now, live_pods)
+        stats, observation, running_by_uid = self.observe(now, live_pods, self.statistics_max_age)
         spec = scaling_spec(self.spec)
         decision = desired_replicas(observation, spec, now)
+        if decision.replicas < observation.current_replicas and self.statistics_max_age > 0:
+            # Pods are removed only on a fresh reading: a shared one may be a poll old, and miss
+            # a pod that has claimed a task since.
+            stats, observation, running_by_uid = self.observe(now, live_pods)
+            decision = desired_replicas(observation, spec, now)
         self.recent = remember(self.recent, decision, now, spec.scale_down_delay)
         current = observation.current_replicas
         if decision.replicas != current:

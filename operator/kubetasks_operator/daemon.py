@@ -37,8 +37,13 @@ async def run_queue_loop(runtime: Runtime, key: Key, body: kopf.Body, stopped: k
     try:
         while not stopped:
             # Cleared before the step, so that a NOTIFY arriving during it wakes the next one.
+            woken = wake.is_set()
             wake.clear()
             controller = runtime.controllers.get(key, controller)
+            # Woken by a NOTIFY: this queue got work, read it now; else a reading shared with
+            # the database's other TaskQueues will do while it is younger than a poll.
+            controller.statistics_max_age = (
+                0.0 if woken else controller.spec.scaling.poll_interval_seconds)
             try:
                 if loop.sweep_due():
                     controller = await _follow_secret(runtime, controller, body)

@@ -1,5 +1,5 @@
-"""What the operator keeps between handler calls: API access, one Store and one LISTEN
-connection per database, and a controller per TaskQueue."""
+"""What the operator keeps between handler calls: API access, one Store, one LISTEN connection
+and one statistics poller per database, and a controller per TaskQueue."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from kubetasks.store import Store
 from kubetasks_operator.controller import EventPoster, QueueController
 from kubetasks_operator.kube import Kube
 from kubetasks_operator.notifier import Notifier
+from kubetasks_operator.poller import StatisticsPoller
 from kubetasks_operator.spec import TaskQueueSpec, queue_name
 
 Key = tuple[str, str]  # (namespace, TaskQueue name)
@@ -40,6 +41,7 @@ class Runtime:
     listen: bool = True  # wake scalers on NOTIFY; False polls only
     stores: dict[str, Store] = field(default_factory=dict)
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    pollers: dict[str, StatisticsPoller] = field(default_factory=dict)
     controllers: dict[Key, QueueController] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)  # pod uid -> worker restart count
 
@@ -53,6 +55,11 @@ class Runtime:
             self.notifiers[conninfo] = Notifier(self.store(conninfo))
         return self.notifiers[conninfo]
 
+    def poller(self, conninfo: str) -> StatisticsPoller:
+        if conninfo not in self.pollers:
+            self.pollers[conninfo] = StatisticsPoller(self.store(conninfo))
+        return self.pollers[conninfo]
+
     def controller(self, body: Mapping[str, Any], spec: TaskQueueSpec, conninfo: str) -> QueueController:
         """The TaskQueue's controller, made or brought up to date with its spec and database."""
         meta = body["metadata"]
@@ -63,7 +70,7 @@ class Runtime:
             previous = current
             current = QueueController(
                 kube=self.kube, store=self.store(conninfo), namespace=key[0], name=key[1],
-                queue_name=queue, spec=spec,
+                queue_name=queue, spec=spec, statistics=self.poller(conninfo),
                 post_event=event_poster(object_reference(body)))
             if previous is not None:  # what was learned and reported stays
                 current.recent, current.idle_since = previous.recent, previous.idle_since

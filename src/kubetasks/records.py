@@ -156,6 +156,17 @@ class QueueStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class StatisticsRequest:
+    """One queue's part of ``Store.queues_statistics``: which queue, and how far to read it."""
+
+    queue_name: str
+    scan_limit: int
+    horizon: timedelta = timedelta(0)
+    default_seconds: float = 1.0
+    deadline_limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class DeadlineWork:
     """A READY task with a deadline, and the estimated seconds of work (and the number of tasks)
     up to and including it in claim order."""

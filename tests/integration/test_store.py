@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -12,7 +12,7 @@ import pytest
 
 from kubetasks.identity import WorkerIdentity
 from kubetasks.queries import query
-from kubetasks.records import QueueSettings, QueueStats
+from kubetasks.records import QueueSettings, QueueStats, StatisticsRequest
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResultStatus
 from kubetasks.store import ANALYZE_AFTER, CHANNEL, Outcome, Store
@@ -271,6 +271,29 @@ def test_queue_statistics_reads_in_one_statement_what_the_separate_queries_read(
     assert seen.oldest_ready_seconds == pytest.approx(store.oldest_ready_seconds("q"), abs=1.0)
     assert seen.settings == QueueSettings("q", max_running=7)
     assert (seen.scanned, seen.scan_limit) == (4, 100)
+
+
+def test_the_statistics_of_several_queues_come_in_one_statement_each_as_read_alone(
+        store: Store) -> None:
+    store.enqueue([request(queue="a", expected_at=NOW + timedelta(hours=1)) for _ in range(3)]
+                  + [request(queue="b") for _ in range(5)])
+    store.claim(["b"], 2, worker())
+    store.set_limits(QueueSettings("b", max_running=4))
+    wanted = [StatisticsRequest("b", scan_limit=3), StatisticsRequest("empty", scan_limit=10),
+              StatisticsRequest("a", scan_limit=100, horizon=timedelta(minutes=5))]
+
+    together = store.queues_statistics(wanted)
+
+    assert list(together) == wanted
+    for one in wanted:
+        alone = store.queue_statistics(one.queue_name, scan_limit=one.scan_limit,
+                                       horizon=one.horizon)
+        assert replace(together[one], oldest_ready_seconds=0.0) == replace(
+            alone, oldest_ready_seconds=0.0)
+    assert (together[wanted[0]].stats.ready, together[wanted[0]].stats.capped) == (3, True)
+    assert together[wanted[0]].settings.max_running == 4
+    assert together[wanted[1]].stats.ready == 0 and together[wanted[1]].deadlines == ()
+    assert [d.position for d in together[wanted[2]].deadlines] == [1, 2, 3]
 
 
 def test_queue_statistics_counts_up_to_the_scan_limit_and_says_so(store: Store) -> None:

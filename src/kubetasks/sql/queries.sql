@@ -490,84 +490,92 @@ WHERE t.queue_name = %(queue_name)s
   AND (t.state = 'RUNNING' OR (t.state = 'READY' AND t.run_after <= now()));
 
 -- name: queue_statistics
--- Everything one scaling step reads of a queue, in one round trip whose cost does not grow with
--- the table: each part reads a bounded slice of a partial index (READY in claim order, READY by
+-- Everything one scaling step reads of each queue given, in one round trip for any number of
+-- queues (the operator reads every TaskQueue of a database together), whose cost per queue does
+-- not grow with the table: each part reads a bounded slice of a partial index (READY in claim order, READY by
 -- run_after, READY with a deadline, RUNNING), never the finished rows. The first `scan_limit`
 -- tasks in claim order that are due (or due within the horizon) give the backlog work and the
 -- deadline terms, as in backlog_work and deadline_work; ready, scheduled and overdue are counted
--- up to `count_limit` (a count equal to it means "at least"); see Store.queue_statistics. The
+-- up to `scan_limit` (a count equal to it means "at least"); see Store.queue_statistics. The
 -- ORDER BY of each capped count holds it to its index: without it the planner may take a
--- sequential scan as the cheaper way to find `count_limit` rows, and wade through finished ones.
-WITH running AS (
-    SELECT task_name, worker_pod_uid, last_attempted_at, expected_at FROM kubetasks_tasks
-    WHERE state = 'RUNNING' AND queue_name = %(queue_name)s
-), running_age AS (
-    SELECT task_name, %(age_factor)s * extract(epoch FROM now() - min(last_attempted_at)) AS seconds
-    FROM running GROUP BY task_name
-), scanned AS (
-    SELECT priority, expected_at, run_after, id, task_name FROM kubetasks_tasks
-    WHERE state = 'READY' AND queue_name = %(queue_name)s
-      AND run_after <= now() + %(horizon)s::interval
-    ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
-    LIMIT %(scan_limit)s
-), estimated AS (
-    SELECT s.*, coalesce(d.mean_seconds, greatest(%(default_seconds)s::float8, a.seconds))
-               AS estimate_seconds
-    FROM scanned AS s LEFT JOIN kubetasks_durations AS d USING (task_name)
-    LEFT JOIN running_age AS a USING (task_name)
-), ordered AS (
-    SELECT expected_at, run_after, estimate_seconds,
-           sum(estimate_seconds) OVER claim_order AS work_seconds,
-           row_number() OVER claim_order AS position
-    FROM estimated
-    WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
-), deadlines AS (
-    SELECT expected_at, work_seconds, position FROM ordered
-    WHERE expected_at IS NOT NULL
-    ORDER BY position LIMIT %(deadline_limit)s
-), running_work AS (
-    SELECT coalesce(sum(coalesce(d.mean_seconds, greatest(%(default_seconds)s::float8, a.seconds))), 0)
-           AS seconds
-    FROM running AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
-    LEFT JOIN running_age AS a USING (task_name)
-)
-SELECT
-    (SELECT count(*) FROM (
-        SELECT 1 FROM kubetasks_tasks
-        WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after <= now()
-        ORDER BY run_after LIMIT %(count_limit)s) AS due) AS ready,
-    (SELECT count(*) FROM (
-        SELECT 1 FROM kubetasks_tasks
-        WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after > now()
-        ORDER BY run_after LIMIT %(count_limit)s) AS later) AS scheduled,
-    (SELECT count(*) FROM running) AS running,
-    least(%(count_limit)s, (SELECT count(*) FROM (
-        SELECT 1 FROM kubetasks_tasks
-        WHERE state = 'READY' AND queue_name = %(queue_name)s
-          AND expected_at IS NOT NULL AND expected_at < now()
-        ORDER BY expected_at LIMIT %(count_limit)s) AS late)
-    + (SELECT count(*) FROM running WHERE expected_at < now())) AS overdue,
-    (SELECT min(expected_at) FROM kubetasks_tasks
-     WHERE state = 'READY' AND queue_name = %(queue_name)s AND expected_at IS NOT NULL)
-        AS next_deadline,
-    (SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8 FROM kubetasks_tasks
-     WHERE state = 'READY' AND queue_name = %(queue_name)s AND run_after <= now())
-        AS oldest_ready_seconds,
-    (SELECT coalesce(sum(estimate_seconds) FILTER (WHERE run_after <= now()), 0) FROM estimated)
-    + (SELECT seconds FROM running_work) AS work_seconds,
-    (SELECT count(*) FROM scanned) AS scanned,
-    (SELECT coalesce(jsonb_object_agg(worker_pod_uid, tasks), '{}'::jsonb) FROM (
-        SELECT worker_pod_uid, count(*) AS tasks FROM running
-        WHERE worker_pod_uid IS NOT NULL GROUP BY worker_pod_uid) AS pods) AS busy_pods,
-    (SELECT coalesce(array_agg(expected_at ORDER BY position), '{}') FROM deadlines)
-        AS deadline_expected_at,
-    (SELECT coalesce(array_agg(work_seconds ORDER BY position), '{}') FROM deadlines)
-        AS deadline_work_seconds,
-    (SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM deadlines)
-        AS deadline_positions,
-    coalesce(s.paused, false) AS paused, s.max_running, s.rate_limit, s.rate_period
-FROM (SELECT 1) AS one
-LEFT JOIN kubetasks_queues AS s ON s.queue_name = %(queue_name)s;
+-- sequential scan as the cheaper way to find `scan_limit` rows, and wade through finished ones.
+SELECT q.queue_name, stats.*
+FROM unnest(%(queue_names)s::text[], %(scan_limits)s::int[], %(horizons)s::interval[],
+            %(default_seconds)s::float8[], %(deadline_limits)s::int[]) WITH ORDINALITY
+     AS q(queue_name, scan_limit, horizon, default_seconds, deadline_limit, n)
+CROSS JOIN LATERAL (
+    WITH running AS (
+        SELECT task_name, worker_pod_uid, last_attempted_at, expected_at FROM kubetasks_tasks
+        WHERE state = 'RUNNING' AND queue_name = q.queue_name
+    ), running_age AS (
+        SELECT task_name, %(age_factor)s * extract(epoch FROM now() - min(last_attempted_at)) AS seconds
+        FROM running GROUP BY task_name
+    ), scanned AS (
+        SELECT priority, expected_at, run_after, id, task_name FROM kubetasks_tasks
+        WHERE state = 'READY' AND queue_name = q.queue_name
+          AND run_after <= now() + q.horizon
+        ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id
+        LIMIT q.scan_limit
+    ), estimated AS (
+        SELECT s.*, coalesce(d.mean_seconds, greatest(q.default_seconds, a.seconds))
+                   AS estimate_seconds
+        FROM scanned AS s LEFT JOIN kubetasks_durations AS d USING (task_name)
+        LEFT JOIN running_age AS a USING (task_name)
+    ), ordered AS (
+        SELECT expected_at, run_after, estimate_seconds,
+               sum(estimate_seconds) OVER claim_order AS work_seconds,
+               row_number() OVER claim_order AS position
+        FROM estimated
+        WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
+    ), deadlines AS (
+        SELECT expected_at, work_seconds, position FROM ordered
+        WHERE expected_at IS NOT NULL
+        ORDER BY position LIMIT q.deadline_limit
+    ), running_work AS (
+        SELECT coalesce(sum(coalesce(d.mean_seconds, greatest(q.default_seconds, a.seconds))), 0)
+               AS seconds
+        FROM running AS r LEFT JOIN kubetasks_durations AS d USING (task_name)
+        LEFT JOIN running_age AS a USING (task_name)
+    )
+    SELECT
+        (SELECT count(*) FROM (
+            SELECT 1 FROM kubetasks_tasks
+            WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now()
+            ORDER BY run_after LIMIT q.scan_limit) AS due) AS ready,
+        (SELECT count(*) FROM (
+            SELECT 1 FROM kubetasks_tasks
+            WHERE state = 'READY' AND queue_name = q.queue_name AND run_after > now()
+            ORDER BY run_after LIMIT q.scan_limit) AS later) AS scheduled,
+        (SELECT count(*) FROM running) AS running,
+        least(q.scan_limit, (SELECT count(*) FROM (
+            SELECT 1 FROM kubetasks_tasks
+            WHERE state = 'READY' AND queue_name = q.queue_name
+              AND expected_at IS NOT NULL AND expected_at < now()
+            ORDER BY expected_at LIMIT q.scan_limit) AS late)
+        + (SELECT count(*) FROM running WHERE expected_at < now())) AS overdue,
+        (SELECT min(expected_at) FROM kubetasks_tasks
+         WHERE state = 'READY' AND queue_name = q.queue_name AND expected_at IS NOT NULL)
+            AS next_deadline,
+        (SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8 FROM kubetasks_tasks
+         WHERE state = 'READY' AND queue_name = q.queue_name AND run_after <= now())
+            AS oldest_ready_seconds,
+        (SELECT coalesce(sum(estimate_seconds) FILTER (WHERE run_after <= now()), 0) FROM estimated)
+        + (SELECT seconds FROM running_work) AS work_seconds,
+        (SELECT count(*) FROM scanned) AS scanned,
+        (SELECT coalesce(jsonb_object_agg(worker_pod_uid, tasks), '{}'::jsonb) FROM (
+            SELECT worker_pod_uid, count(*) AS tasks FROM running
+            WHERE worker_pod_uid IS NOT NULL GROUP BY worker_pod_uid) AS pods) AS busy_pods,
+        (SELECT coalesce(array_agg(expected_at ORDER BY position), '{}') FROM deadlines)
+            AS deadline_expected_at,
+        (SELECT coalesce(array_agg(work_seconds ORDER BY position), '{}') FROM deadlines)
+            AS deadline_work_seconds,
+        (SELECT coalesce(array_agg(position ORDER BY position), '{}') FROM deadlines)
+            AS deadline_positions,
+        coalesce(s.paused, false) AS paused, s.max_running, s.rate_limit, s.rate_period
+    FROM (SELECT 1) AS one
+    LEFT JOIN kubetasks_queues AS s ON s.queue_name = q.queue_name
+) AS stats
+ORDER BY q.n;
 
 -- name: prune_finished
 WITH gone AS (
