@@ -17,7 +17,12 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii
 
 def dumps(value: Any) -> str:
     """Serialise strictly: no NaN, no silent conversion of unknown types."""
+    if not value and type(value) in _EMPTY:  # most kwargs and contexts: no encoder call
+        return _EMPTY[type(value)]
     return _ENCODER.encode(value)
+
+
+_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def loads(text: str) -> Any:

@@ -241,9 +241,9 @@ def build_request(
     if not isinstance(context, Mapping):
         raise InvalidTaskError(f"context {context!r} is invalid: use a dict of JSON values")
     normal_context = serialisable(task_name, dict(context), "context")
-    if len(dumps(normal_context).encode()) > MAX_CONTEXT_BYTES:
+    if normal_context and len(encoded := dumps(normal_context).encode()) > MAX_CONTEXT_BYTES:
         raise InvalidTaskError(
-            f"context of task {task_name} is {len(dumps(normal_context).encode())} bytes; "
+            f"context of task {task_name} is {len(encoded)} bytes; "
             f"keep it under {MAX_CONTEXT_BYTES} (ids and names, not data)"
         )
     key, key_while = check_unique(unique_key, unique_while)

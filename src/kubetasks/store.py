@@ -5,6 +5,7 @@ The client, the worker and the operator all go through this class; no other modu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -20,8 +21,9 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg.rows import dict_row
-from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool
 
@@ -77,6 +79,11 @@ and twice the time already spent is the usual guess for a duration known only to
 without it, a first burst of long tasks looks like seconds of work until one finishes
 (``bench/scaling_simulation.py`` shows both)."""
 
+COPY_AFTER = 1_000
+"""A batch of at least this many tasks, none with a unique key, is sent by ``COPY`` (see the
+``enqueue_rows_table`` statement); a smaller one as arrays, where a temporary table would cost
+more than it saves."""
+
 ANALYZE_AFTER = 5_000
 """An ``enqueue_many`` of at least this many tasks, on the store's own connection, has the
 table analyzed when the planner's statistics know fewer rows than the batch."""
@@ -106,33 +113,43 @@ SCHEMA_MISSING: tuple[type[BaseException], ...] = (
 ``kubetasks migrate``, then try again."""
 
 
-class BoundedTimestamptzLoader(TimestamptzLoader):
+class BoundedTimestamptzLoader(Loader):
     """``timestamptz`` as a datetime; a time no datetime holds (PostgreSQL's ``infinity``, a
     year before 1 or after 9999 in the session's time zone, written by hand: the client never
     writes one) reads as the earliest or the latest datetime instead of failing the whole read.
-    """
+
+    The parsing is psycopg's own loader, the C one where psycopg has it: a subclass of the
+    Python loader would parse in Python (a fifth of a bulk enqueue's time went to it)."""
+
+    format = Format.TEXT
+
+    def __init__(self, oid: int, context: psycopg.abc.AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        parser = psycopg.adapters.get_loader(oid, self.format)
+        assert parser is not None  # psycopg always has one for timestamptz
+        self._parse = parser(oid, context).load
 
     def load(self, data: psycopg.abc.Buffer) -> datetime:
         try:
-            value: datetime = super().load(data)
+            value: datetime = self._parse(data)
         except psycopg.DataError:
-            text = bytes(data)
-            early = text.startswith(b"-") or text.endswith(b"BC")
-            return (datetime.min if early else datetime.max).replace(tzinfo=UTC)
+            return (datetime.min if self.early(bytes(data)) else datetime.max).replace(tzinfo=UTC)
         return value
 
+    @staticmethod
+    def early(data: bytes) -> bool:
+        return data.startswith(b"-") or data.endswith(b"BC")
 
-class BoundedTimestamptzBinaryLoader(TimestamptzBinaryLoader):
+
+class BoundedTimestamptzBinaryLoader(BoundedTimestamptzLoader):
     """``BoundedTimestamptzLoader`` for results in binary (the claim's: decoding its rows
     from text was a third of a claim's time in the client)."""
 
-    def load(self, data: psycopg.abc.Buffer) -> datetime:
-        try:
-            value: datetime = super().load(data)
-        except psycopg.DataError:
-            early = int.from_bytes(bytes(data), "big", signed=True) < 0
-            return (datetime.min if early else datetime.max).replace(tzinfo=UTC)
-        return value
+    format = Format.BINARY
+
+    @staticmethod
+    def early(data: bytes) -> bool:
+        return int.from_bytes(data, "big", signed=True) < 0
 
 
 def _register_loaders(context: psycopg.abc.AdaptContext) -> None:
@@ -303,6 +320,9 @@ class Store:
             if len(pending) == 1:
                 rows = self._rows("enqueue_task", _one_task_params(
                     requests[pending[0]], trace_context), connection)
+            elif len(pending) >= COPY_AFTER and not any(requests[i].unique_key for i in pending):
+                rows = self._enqueue_copied([requests[i] for i in pending], trace_context,
+                                            connection)
             else:
                 rows = self._rows("enqueue_tasks", _enqueue_params(
                     [requests[i] for i in pending], trace_context), connection)
@@ -323,6 +343,28 @@ class Store:
         raise InvalidTaskError(
             f"unique_key {first.unique_key!r} of task {first.task_name} was held and freed "
             f"{UNIQUE_ROUNDS} times while enqueueing; enqueue it again")
+
+    def _enqueue_copied(self, requests: Sequence[EnqueueRequest], trace_context: str | None,
+                        connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
+        """``enqueue_tasks`` for a large batch without unique keys, by ``COPY``: in one
+        transaction of the store's own, or in the caller's (its transaction, or each statement
+        on its own when it is in autocommit mode, as ``enqueue_tasks`` would be)."""
+        def write() -> list[dict[str, Any]]:
+            with self.connection(connection) as conn:
+                atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
+                with atomic, conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(query("enqueue_rows_table"))
+                    with cur.copy(query("enqueue_rows_copy")) as copy:
+                        for number, r in enumerate(requests):
+                            copy.write_row((number, r.queue_name, r.task_name, r.priority,
+                                            r.args_json, r.kwargs_json, r.context_json,
+                                            r.run_after, r.expected_at, r.max_attempts,
+                                            trace_context))
+                    cur.execute(query("enqueue_rows_insert"))
+                    rows = cur.fetchall()
+                    cur.execute(query("enqueue_rows_drop"))
+                    return rows
+        return write() if connection is not None else self._on_live_session(write)
 
     def get(self, task_id: int | str, *,
             connection: psycopg.Connection[Any] | None = None) -> TaskRecord:

@@ -15,7 +15,7 @@ from kubetasks.queries import query
 from kubetasks.records import QueueSettings, QueueStats, StatisticsRequest
 from kubetasks.request import EnqueueRequest
 from kubetasks.result import TaskResultStatus
-from kubetasks.store import ANALYZE_AFTER, CHANNEL, Outcome, Store
+from kubetasks.store import ANALYZE_AFTER, CHANNEL, COPY_AFTER, Outcome, Store
 from tests.integration.worker_process import learned_durations
 
 NOW = datetime.now(UTC)
@@ -434,6 +434,43 @@ def test_an_enqueued_record_is_the_row_read_back(store: Store, count: int) -> No
     written = store.enqueue(requests)
     assert written == [store.get(record.id) for record in written]
     assert written[0].run_after <= datetime.now(UTC)  # the database's now(), not the client's
+
+
+def test_a_batch_sent_by_copy_gives_the_records_read_back_in_order(store: Store) -> None:
+    requests = [EnqueueRequest(
+        task_name=f"t{i % 3}", queue_name=f"q{i % 2}", priority=i % 5, args=[i, "two\ttab\n"],
+        kwargs={"b": {"c": "\\"}}, context={"tenant": "x"},
+        run_after=NOW + timedelta(minutes=5) if i % 7 == 0 else None,
+        expected_at=NOW + timedelta(hours=1) if i % 2 else None, max_attempts=3)
+        for i in range(COPY_AFTER)]
+    written = store.enqueue(requests)
+    assert [(r.task_name, r.args, r.priority) for r in written] == [
+        (q.task_name, q.args, q.priority) for q in requests]
+    assert written == [store.get(record.id) for record in written]
+    assert written == sorted(written, key=lambda record: int(record.id))
+    with psycopg.connect(store.conninfo) as conn:  # nothing left behind in the pooled sessions
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = "
+                            "'kubetasks_enqueue_rows'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_batch_sent_by_copy_on_the_callers_connection_is_in_its_transaction(
+        store: Store, autocommit: bool) -> None:
+    batch = [request() for _ in range(COPY_AFTER)]
+    with psycopg.connect(store.conninfo, autocommit=autocommit) as conn:
+        if autocommit:  # each statement commits on its own, as one INSERT would
+            store.enqueue(batch, connection=conn)
+            store.enqueue(batch, connection=conn)
+            assert len(store.list_tasks(limit=10_000)) == 2 * COPY_AFTER
+            return
+        with pytest.raises(RuntimeError), conn.transaction():
+            store.enqueue(batch, connection=conn)
+            store.enqueue(batch, connection=conn)  # twice in one transaction
+            raise RuntimeError("the application's transaction fails")
+        assert store.list_tasks(limit=10) == []
+        with conn.transaction():
+            written = store.enqueue(batch, connection=conn)
+    assert [r.id for r in store.list_tasks(limit=10_000)][::-1] == [r.id for r in written]
 
 
 def test_a_large_batch_is_claimed_in_claim_order_before_autovacuum_analyzes(store: Store) -> None:
