@@ -43,7 +43,7 @@ from kubetasks.worker import attempt  # noqa: E402
 
 BEFORE_ENQUEUE = (query("enqueue_tasks").replace(", trace_context)", ")")
                   .replace("unique_while, trace_context\n", "unique_while\n")
-                  .replace(", %(trace_contexts)s::jsonb[]", "")
+                  .replace(", %(trace_context)s::jsonb[]", "")
                   .replace("trace_context, ord)", "ord)"))
 BEFORE_HEARTBEAT = query("heartbeat").replace(", cancelled_at IS NOT NULL AS cancel_requested", "")
 
@@ -69,7 +69,7 @@ def statements(dsn: str, blocks: int) -> list[str]:
     requests = [EnqueueRequest(task_name="bench.t", queue_name="bench", priority=0, args=[1],
                                kwargs={}, context={}, run_after=None, expected_at=None,
                                max_attempts=1) for _ in range(100)]
-    enqueue = _enqueue_params(requests)
+    enqueue = _enqueue_params(requests, None)
     store.enqueue(requests * 10)
     claims = [r.claim_id for r in store.claim(["bench"], 50, WorkerIdentity("p", "u", "n"))]
     lines = []

@@ -356,10 +356,7 @@ class Store:
                     cur.execute(query("enqueue_rows_table"))
                     with cur.copy(query("enqueue_rows_copy")) as copy:
                         for number, r in enumerate(requests):
-                            copy.write_row((number, r.queue_name, r.task_name, r.priority,
-                                            r.args_json, r.kwargs_json, r.context_json,
-                                            r.run_after, r.expected_at, r.max_attempts,
-                                            trace_context))
+                            copy.write_row((number, *_request_row(r, trace_context)))
                     cur.execute(query("enqueue_rows_insert"))
                     rows = cur.fetchall()
                     cur.execute(query("enqueue_rows_drop"))
@@ -842,30 +839,28 @@ def _claimed_record(row: dict[str, Any]) -> TaskRecord:
     return TaskRecord.from_row({**row, "state": row["state_label"]})
 
 
-def _enqueue_params(requests: Sequence[EnqueueRequest],
-                    trace_context: str | None) -> dict[str, Any]:
-    return {
-        "trace_contexts": [trace_context] * len(requests),
-        "queue_names": [r.queue_name for r in requests],
-        "task_names": [r.task_name for r in requests],
-        "priorities": [r.priority for r in requests],
-        "args": [r.args_json for r in requests],
-        "kwargs": [r.kwargs_json for r in requests],
-        "contexts": [r.context_json for r in requests],
-        "run_afters": [r.run_after for r in requests],
-        "expected_ats": [r.expected_at for r in requests],
-        "max_attempts": [r.max_attempts for r in requests],
-        "unique_keys": [r.unique_key for r in requests],
-        "unique_whiles": [r.unique_while for r in requests],
-    }
+ENQUEUE_COLUMNS = ("queue_name", "task_name", "priority", "args", "kwargs", "context",
+                   "run_after", "expected_at", "max_attempts", "unique_key", "unique_while",
+                   "trace_context")
+"""What an enqueue writes of a request, in the order of ``_request_row``: the parameters of
+``enqueue_task`` and ``enqueue_tasks`` and the columns of ``enqueue_rows_copy``."""
+
+
+def _request_row(r: EnqueueRequest, trace_context: str | None) -> tuple[Any, ...]:
+    return (r.queue_name, r.task_name, r.priority, r.args_json, r.kwargs_json, r.context_json,
+            r.run_after, r.expected_at, r.max_attempts, r.unique_key, r.unique_while,
+            trace_context)
 
 
 def _one_task_params(r: EnqueueRequest, trace_context: str | None) -> dict[str, Any]:
-    return {"trace_context": trace_context, "queue_name": r.queue_name,
-            "task_name": r.task_name, "priority": r.priority, "args": r.args_json,
-            "kwargs": r.kwargs_json, "context": r.context_json, "run_after": r.run_after,
-            "expected_at": r.expected_at, "max_attempts": r.max_attempts,
-            "unique_key": r.unique_key, "unique_while": r.unique_while}
+    return dict(zip(ENQUEUE_COLUMNS, _request_row(r, trace_context), strict=True))
+
+
+def _enqueue_params(requests: Sequence[EnqueueRequest],
+                    trace_context: str | None) -> dict[str, Any]:
+    """One array per column, one element per task."""
+    columns = zip(*(_request_row(r, trace_context) for r in requests), strict=True)
+    return dict(zip(ENQUEUE_COLUMNS, map(list, columns), strict=True))
 
 
 def _match_written(requests: Sequence[EnqueueRequest], pending: list[int],

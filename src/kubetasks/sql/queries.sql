@@ -2,7 +2,8 @@
 -- Parameters use psycopg's %(name)s style.
 
 -- name: enqueue_tasks
--- Many tasks in one statement; identity values follow the input order.
+-- Many tasks in one statement; identity values follow the input order. Each parameter is an
+-- array with one element per task, named for its column (Store.ENQUEUE_COLUMNS).
 INSERT INTO kubetasks_tasks
     (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts,
      unique_key, unique_while, trace_context)
@@ -11,10 +12,10 @@ SELECT queue_name, task_name, priority, args, kwargs, context,
        coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts,
        unique_key, unique_while, trace_context
 FROM unnest(
-    %(queue_names)s::text[], %(task_names)s::text[], %(priorities)s::smallint[],
-    %(args)s::jsonb[], %(kwargs)s::jsonb[], %(contexts)s::jsonb[],
-    %(run_afters)s::timestamptz[], %(expected_ats)s::timestamptz[], %(max_attempts)s::integer[],
-    %(unique_keys)s::text[], %(unique_whiles)s::text[], %(trace_contexts)s::jsonb[]
+    %(queue_name)s::text[], %(task_name)s::text[], %(priority)s::smallint[],
+    %(args)s::jsonb[], %(kwargs)s::jsonb[], %(context)s::jsonb[],
+    %(run_after)s::timestamptz[], %(expected_at)s::timestamptz[], %(max_attempts)s::integer[],
+    %(unique_key)s::text[], %(unique_while)s::text[], %(trace_context)s::jsonb[]
 ) WITH ORDINALITY AS r(queue_name, task_name, priority, args, kwargs, context,
                        run_after, expected_at, max_attempts, unique_key, unique_while,
                        trace_context, ord)
@@ -33,26 +34,29 @@ RETURNING id, task_name, unique_key, run_after, enqueued_at;
 
 -- name: enqueue_rows_table
 -- A large batch without unique keys goes by COPY into this table of the session, then one
--- INSERT ... SELECT (enqueue_rows_insert) writes it: a tenth of the round trip's cost of sending
--- and parsing enqueue_tasks' twelve arrays. Dropped first, in case a caller's failed
+-- INSERT ... SELECT (enqueue_rows_insert) writes it, in about half the time that sending and
+-- parsing enqueue_tasks' twelve arrays takes (20,000 tasks: 0.7 s against 1.4 s). Dropped first, in case a caller's failed
 -- transaction-less batch left it behind, and after (enqueue_rows_drop).
 DROP TABLE IF EXISTS pg_temp.kubetasks_enqueue_rows;
 CREATE TEMPORARY TABLE kubetasks_enqueue_rows (
     ord integer, queue_name text, task_name text, priority smallint, args jsonb, kwargs jsonb,
     context jsonb, run_after timestamptz, expected_at timestamptz, max_attempts integer,
-    trace_context jsonb);
+    unique_key text, unique_while text, trace_context jsonb);
 
 -- name: enqueue_rows_copy
+-- The columns after ord are Store.ENQUEUE_COLUMNS.
 COPY kubetasks_enqueue_rows (ord, queue_name, task_name, priority, args, kwargs, context,
-                             run_after, expected_at, max_attempts, trace_context) FROM STDIN;
+                             run_after, expected_at, max_attempts, unique_key, unique_while,
+                             trace_context) FROM STDIN;
 
 -- name: enqueue_rows_insert
 -- enqueue_tasks, from the copied rows (no unique key among them: nothing can conflict).
 INSERT INTO kubetasks_tasks
     (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts,
-     trace_context)
+     unique_key, unique_while, trace_context)
 SELECT queue_name, task_name, priority, args, kwargs, context,
-       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts, trace_context
+       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts,
+       unique_key, unique_while, trace_context
 FROM pg_temp.kubetasks_enqueue_rows
 ORDER BY ord
 RETURNING id, task_name, unique_key, run_after, enqueued_at;
