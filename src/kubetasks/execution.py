@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +16,16 @@ if TYPE_CHECKING:
     from kubetasks.task import Task
 
 
-def call_arguments(task: Task[..., Any], result: TaskResult[Any]) -> tuple[list[Any], dict[str, Any]]:
-    args: list[Any] = list(result.args)
+def call_arguments(task: Task[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+                   result: Callable[[], TaskResult[Any]]) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments to call ``task`` with: copies of the stored ones, and its context first
+    when it takes one. ``result`` is called only then: building a result costs more than a
+    short task does."""
+    call_args = list(args)
     if task.takes_context:
-        args.insert(0, TaskContext(task_result=result, context=dict(result.context)))
-    return args, dict(result.kwargs)
+        running = result()
+        call_args.insert(0, TaskContext(task_result=running, context=dict(running.context)))
+    return call_args, dict(kwargs)
 
 
 def encode_return(task_name: str, value: Any) -> str:
@@ -48,7 +54,7 @@ def run_inline(task: Task[..., Any], result: TaskResult[Any]) -> None:
     result.started_at = result.last_attempted_at = now
     result.attempts += 1
     try:
-        args, kwargs = call_arguments(task, result)
+        args, kwargs = call_arguments(task, result.args, result.kwargs, lambda: result)
         value = task.func(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))

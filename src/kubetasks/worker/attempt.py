@@ -90,10 +90,9 @@ def prepare(record: TaskRecord) -> Call:
         raise InvalidTaskError(
             f"task {record.id} ({task.name}) has args {_shown(record.args)} and kwargs "
             f"{_shown(record.kwargs)}: args must be a JSON list and kwargs a JSON object")
-    if task.takes_context:  # the context carries the task's result, read back through it
-        args, kwargs = call_arguments(task, to_result(record, get_backend()))
-    else:
-        args, kwargs = list(record.args), dict(record.kwargs)
+    # A context carries the task's result, which reads itself back through the backend.
+    args, kwargs = call_arguments(task, record.args, record.kwargs,
+                                  lambda: to_result(record, get_backend()))
     error = bind_error(task.func, record.args, record.kwargs, task.takes_context)
     if error is not None:
         signature = _signature(task.func)
