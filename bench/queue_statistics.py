@@ -48,10 +48,11 @@ class TimedStore(Store):
         self.timings: dict[str, list[float]] = defaultdict(list)
 
     def _rows(self, name: str, params: dict[str, Any],
-              connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
+              connection: psycopg.Connection[Any] | None = None, *,
+              binary: bool = False) -> list[dict[str, Any]]:
         started = time.perf_counter()
         try:
-            return super()._rows(name, params, connection)
+            return super()._rows(name, params, connection, binary=binary)
         finally:
             self.timings[name].append(time.perf_counter() - started)
 

@@ -246,10 +246,13 @@ class Store:
             ConnectionPool.check_connection(conn)
 
     def _rows(self, name: str, params: dict[str, Any],
-              connection: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
+              connection: psycopg.Connection[Any] | None = None, *,
+              binary: bool = False) -> list[dict[str, Any]]:
+        """The rows of a named statement; in ``binary`` for results that are costly to parse
+        from text (arrays of times and numbers)."""
         if connection is not None:
-            return self._execute(name, params, connection)
-        return self._on_live_session(lambda: self._execute(name, params, None))
+            return self._execute(name, params, connection, binary)
+        return self._on_live_session(lambda: self._execute(name, params, None, binary))
 
     def _on_live_session(self, work: Callable[[], T]) -> T:
         """Run ``work``, which takes a pooled connection, again when the server turns out to
@@ -264,9 +267,10 @@ class Store:
                 continue
         return work()
 
-    def _execute(self, name: str, params: dict[str, Any],
-                 connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
-        with self.connection(connection) as conn, conn.cursor(row_factory=dict_row) as cur:
+    def _execute(self, name: str, params: dict[str, Any], connection: psycopg.Connection[Any] | None,
+                 binary: bool = False) -> list[dict[str, Any]]:
+        with (self.connection(connection) as conn,
+              conn.cursor(row_factory=dict_row, binary=binary) as cur):
             if connection is not None:
                 # The caller's connection may load JSON its own way (Django keeps it as text).
                 cur.adapters.register_loader("jsonb", JsonbLoader)
@@ -713,7 +717,7 @@ class Store:
             "horizons": [w.horizon for w in requests],
             "default_seconds": [float(w.default_seconds) for w in requests],
             "deadline_limits": [w.deadline_limit for w in requests],
-            "age_factor": RUNNING_AGE_FACTOR})
+            "age_factor": RUNNING_AGE_FACTOR}, binary=True)
         return {wanted: _statistics(wanted, row) for wanted, row in zip(requests, rows, strict=True)}
 
     def count_prunable(self, *, successful: timedelta, failed: timedelta,

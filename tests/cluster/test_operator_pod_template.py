@@ -58,7 +58,9 @@ def test_the_worker_deployment_carries_the_pod_template(
     assert worker["name"] == "worker" and "--queue" in worker["args"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in worker["volumeMounts"]
     assert (proxy["name"], proxy["args"]) == ("proxy", ["--help"])
-    assert cluster.condition("gpu", "Reconciled")["status"] == "True"  # type: ignore[index]
+    # The status is patched just after the Deployment is applied.
+    wait_until(lambda: (c := cluster.condition("gpu", "Reconciled")) and c["status"] == "True",
+               timeout=30, what="Reconciled=True")
 
 
 def test_a_worker_field_in_the_pod_template_is_refused_naming_it(

@@ -111,9 +111,8 @@ def test_queue_statistics_reads_only_the_partial_indexes(postgresql: psycopg.Con
                        " SELECT 'q', 't', now() + i * interval '1 minute'"
                        " FROM generate_series(1, 50) AS i")
     postgresql.execute("ANALYZE kubetasks_tasks")
-    params = {"queue_name": "q", "scan_limit": 1000, "count_limit": 1000,
-              "horizon": timedelta(seconds=15), "default_seconds": 1.0, "age_factor": 2.0,
-              "deadline_limit": 1000}
+    params = {"queue_names": ["q"], "scan_limits": [1000], "horizons": [timedelta(seconds=15)],
+              "default_seconds": [1.0], "age_factor": 2.0, "deadline_limits": [1000]}
     plan = "\n".join(r[0] for r in postgresql.execute(
         ("EXPLAIN " + query("queue_statistics")).encode(), params))
     assert "Seq Scan on kubetasks_tasks" not in plan, plan
