@@ -19,13 +19,13 @@ from kubetasks.payload import JSON
 from kubetasks.request import (
     MAX_TASK_NAME,
     UNIQUE_WHILE,
-    EnqueueRequest,
+    RequestTemplate,
     When,
-    build_request,
     check_max_attempts,
     check_name,
     check_priority,
     check_queue_name,
+    request_template,
 )
 from kubetasks.result import TaskContext, TaskResult
 from kubetasks.schedules import declare as declare_schedule
@@ -139,15 +139,13 @@ class Task(Generic[P, T]):
 
         return get_backend()
 
-    def request(self, args: Sequence[Any], kwargs: Mapping[str, Any], *,
-                backend: Backend, now: datetime) -> EnqueueRequest:
-        return build_request(
+    def request_template(self, *, backend: Backend, now: datetime) -> RequestTemplate:
+        """This task's enqueue options, checked once for all the calls of one enqueue."""
+        return request_template(
             task_name=self.name, func=self.func, takes_context=self.takes_context,
-            args=args, kwargs=kwargs, queue_name=self.queue_name, priority=self.priority,
-            max_attempts=self.max_attempts, run_after=self.run_after,
-            expected_at=self.expected_at, context=self.context,
-            allowed_queues=backend.allowed_queues, now=now,
-            unique_key=self.unique_key_of(args, kwargs), unique_while=self.unique_while,
+            queue_name=self.queue_name, priority=self.priority, max_attempts=self.max_attempts,
+            run_after=self.run_after, expected_at=self.expected_at, context=self.context,
+            allowed_queues=backend.allowed_queues, now=now, unique_while=self.unique_while,
         )
 
     def unique_key_of(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
@@ -209,8 +207,9 @@ class Task(Generic[P, T]):
                        ) -> list[TaskResult[T]]:
         backend = self.get_backend()
         backend.validate_task(self, connection=self.connection)
-        now = datetime.now(UTC)
-        requests = [self.request(args, kwargs, backend=backend, now=now) for args, kwargs in calls]
+        template = self.request_template(backend=backend, now=datetime.now(UTC))
+        requests = [template.request(args, kwargs, self.unique_key_of(args, kwargs))
+                    for args, kwargs in calls]
         return backend.enqueue_many(self, requests, connection=self.connection)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from kubetasks import InvalidTaskError, task
 from kubetasks.backends import DummyBackend
-from kubetasks.request import build_request
+from kubetasks.request import request_template
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -33,7 +33,9 @@ def build(*args: Any, **options: Any) -> Any:
         "allowed_queues": None, "now": NOW,
     }
     values.update(options)
-    return build_request(**values)
+    call_args, call_kwargs = values.pop("args"), values.pop("kwargs")
+    unique_key = values.pop("unique_key", None)
+    return request_template(**values).request(call_args, call_kwargs, unique_key)
 
 
 def nested(depth: int) -> Any:

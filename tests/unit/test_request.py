@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kubetasks import InvalidTaskError
-from kubetasks.request import build_request, check_signature
+from kubetasks.request import check_signature, request_template
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -25,7 +25,9 @@ def build(*args: Any, **options: Any) -> Any:
         "allowed_queues": None, "now": NOW,
     }
     values.update(options)
-    return build_request(**values)
+    call_args, call_kwargs = values.pop("args"), values.pop("kwargs")
+    unique_key = values.pop("unique_key", None)
+    return request_template(**values).request(call_args, call_kwargs, unique_key)
 
 
 def test_a_good_call_is_normalised_as_the_worker_will_see_it() -> None:
