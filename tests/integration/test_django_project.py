@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from localcluster.polling import wait_until
 
 from kubetasks import TaskResultStatus
 from kubetasks.backends import PostgresBackend
-from kubetasks.records import TaskRecord
 from kubetasks.store import Store
 from tests.django_project import kubetasks_orm
 from tests.integration.test_django import python312
@@ -87,6 +87,22 @@ def start_worker(database_url: str, *args: str,
         [python, "manage.py", "kubetasks_worker", "--health-port", "0", *args],
         cwd=PROJECT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=manage_env(database_url))
+
+
+@contextmanager
+def stopped_cleanly(worker: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """The worker, stopped by SIGTERM (it must exit 0) when the block ends; on a failure in the
+    block, killed, with its output in the error."""
+    try:
+        yield worker
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    except (AssertionError, TimeoutError) as error:
+        worker.kill()
+        raise AssertionError(f"{error}\nworker:\n{worker.communicate()[0][-6000:]}") from None
+    finally:
+        if worker.poll() is None:
+            worker.kill()
 
 
 def schema(url: str) -> set[tuple[str, str]]:
@@ -253,20 +269,11 @@ def test_argus_like_project_runs_its_orm_tasks_and_their_follow_ups(line: str, d
                     python=python).stdout
     assert "report task" in opened
     # db_worker's flags, as argus's process supervisor runs it; no database URL given.
-    worker = start_worker(dsn, "--queue-name", "*", "--exclude-queues", "reports",
-                          "--interval", "0", "--no-startup-delay", python=python)
-    try:
+    with stopped_cleanly(start_worker(dsn, "--queue-name", "*", "--exclude-queues", "reports",
+                                      "--interval", "0", "--no-startup-delay", python=python)):
         def notified() -> bool:
             return scalar(dsn, "SELECT count(*) FROM incidents_notification") == 3
         wait_until(notified, timeout=60, what="3 notifications sent by follow-up tasks")
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    except (AssertionError, TimeoutError) as error:
-        worker.kill()
-        raise AssertionError(f"{error}\nworker:\n{worker.communicate()[0][-6000:]}") from None
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     done = sorted(states(dsn).values())
     assert done == ["count_notifications READY", "open_incident SUCCESSFUL",
                     *["send_notification SUCCESSFUL"] * 3]
@@ -298,27 +305,13 @@ def test_a_kubetasks_task_gets_a_new_orm_connection_after_the_server_ended_its_s
     # kubetasks' own @task functions (not Django tasks) using the ORM, in a Django worker whose
     # one thread keeps its ORM connection between tasks, as with CONN_MAX_AGE.
     backend = PostgresBackend(store)
-    worker = start_worker(dsn, "--import", "tests.django_project.kubetasks_orm",
-                          "--queue", kubetasks_orm.QUEUE, "--concurrency", "1")
-    try:
+    with stopped_cleanly(start_worker(dsn, "--import", "tests.django_project.kubetasks_orm",
+                                      "--queue", kubetasks_orm.QUEUE, "--concurrency", "1")):
         for task in (kubetasks_orm.orm_session, kubetasks_orm.async_orm_session):
-            first = finished(store, task.using(backend=backend).enqueue().id)
+            first = wait_state(store, task.using(backend=backend).enqueue().id, timeout=60)
+            assert first.state == TaskResultStatus.SUCCESSFUL, (task.name, first.errors)
             with psycopg.connect(dsn, autocommit=True) as conn:  # as a PostgreSQL restart does
                 conn.execute("SELECT pg_terminate_backend(%s)", [first.return_value])
-            after = finished(store, task.using(backend=backend).enqueue().id)
+            after = wait_state(store, task.using(backend=backend).enqueue().id, timeout=60)
             assert after.state == TaskResultStatus.SUCCESSFUL, (task.name, after.errors)
             assert after.return_value != first.return_value
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    except (AssertionError, TimeoutError) as error:
-        worker.kill()
-        raise AssertionError(f"{error}\nworker:\n{worker.communicate()[0][-6000:]}") from None
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-
-
-def finished(store: Store, task_id: str) -> TaskRecord:
-    record = wait_state(store, task_id, timeout=60)
-    assert record.state == TaskResultStatus.SUCCESSFUL or record.attempts, record
-    return record
