@@ -459,7 +459,7 @@ class Store:
         rows = self._rows("complete_tasks", {
             "claim_ids": [o.claim_id for o in outcomes],
             "return_values": [o.return_json for o in outcomes],
-            "durations": [o.seconds for o in outcomes],
+            "durations": [float(o.seconds) for o in outcomes],
         })
         return {row["claim_id"] for row in rows}
 
