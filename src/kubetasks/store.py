@@ -357,6 +357,8 @@ class Store:
             with self.connection(connection) as conn:
                 atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
                 with atomic, conn.cursor(row_factory=dict_row) as cur:
+                    if connection is not None:  # read times as on the store's own (_execute)
+                        _register_loaders(cur)
                     cur.execute(query("enqueue_rows_table"))
                     with cur.copy(query("enqueue_rows_copy")) as copy:
                         for number, r in enumerate(requests):
