@@ -350,9 +350,10 @@ class Store:
 
     def _enqueue_copied(self, requests: Sequence[EnqueueRequest], trace_context: str | None,
                         connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
-        """``enqueue_tasks`` for a large batch without unique keys, by ``COPY``: in one
-        transaction of the store's own, or in the caller's (its transaction, or each statement
-        on its own when it is in autocommit mode, as ``enqueue_tasks`` would be)."""
+        """``enqueue_tasks`` for a large batch without unique keys, by ``COPY`` into a temporary
+        table that lives within one transaction: the caller's, or one of its own (on the
+        store's connection, or on a caller's in autocommit mode, which commits the batch at once
+        as ``enqueue_tasks`` would). So it also works behind PgBouncer's transaction pooling."""
         def write() -> list[dict[str, Any]]:
             with self.connection(connection) as conn:
                 atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()

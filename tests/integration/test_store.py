@@ -458,7 +458,7 @@ def test_a_batch_sent_by_copy_on_the_callers_connection_is_in_its_transaction(
         store: Store, autocommit: bool) -> None:
     batch = [request() for _ in range(COPY_AFTER)]
     with psycopg.connect(store.conninfo, autocommit=autocommit) as conn:
-        if autocommit:  # each statement commits on its own, as one INSERT would
+        if autocommit:  # committed at once, as one INSERT would be
             store.enqueue(batch, connection=conn)
             store.enqueue(batch, connection=conn)
             assert len(store.list_tasks(limit=10_000)) == 2 * COPY_AFTER
