@@ -28,8 +28,6 @@ class StatisticsPoller:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.clock = clock
-        self.statements = 0
-        """Statements sent: what the benchmark and the tests count."""
         self._lock = threading.Lock()
         self._asked: dict[StatisticsRequest, float] = {}
         self._read: dict[StatisticsRequest, tuple[float, QueueStatistics]] = {}
@@ -50,7 +48,6 @@ class StatisticsPoller:
                                if now - t <= FORGET_AFTER_SECONDS}
                 batch = list(self._asked)
             read = self.store.queues_statistics(batch)
-            self.statements += 1
             if max_age > 0:
                 self._read = {}
             self._read.update((request, (now, seen)) for request, seen in read.items())

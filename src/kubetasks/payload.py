@@ -15,14 +15,15 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii
 """One encoder for every call: ``json.dumps`` with options builds a new one each time."""
 
 
+_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
+"""Most kwargs and contexts are empty: their JSON without an encoder call."""
+
+
 def dumps(value: Any) -> str:
     """Serialise strictly: no NaN, no silent conversion of unknown types."""
-    if not value and type(value) in _EMPTY:  # most kwargs and contexts: no encoder call
+    if not value and type(value) in _EMPTY:
         return _EMPTY[type(value)]
     return _ENCODER.encode(value)
-
-
-_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def loads(text: str) -> Any:
