@@ -11,9 +11,13 @@ from kubetasks.payload import JSON
 from kubetasks.result import ResultSource, TaskError, TaskResult, TaskResultStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRecord:
-    """One row of ``kubetasks_tasks``."""
+    """One row of ``kubetasks_tasks``.
+
+    Not frozen, unlike the other records: a frozen dataclass sets each field through
+    ``object.__setattr__``, 9 µs for these 27 against 2.4 µs, and a bulk enqueue and every
+    claim build one per task (a fifth of a bulk enqueue's client time went to it)."""
 
     id: int
     queue_name: str
