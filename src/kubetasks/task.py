@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import itertools
 import logging
@@ -93,8 +94,10 @@ class Task(Generic[P, T]):
             raise InvalidTaskError(f"unique_conflict {self.unique_conflict!r} of task {self.name} "
                                    f"is invalid: use one of {', '.join(map(repr, UNIQUE_CONFLICTS))}")
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """Asked for every task a worker starts: worked out once (``inspect`` unwraps the
+        function each time)."""
         return inspect.iscoroutinefunction(self.func)
 
     def using(
