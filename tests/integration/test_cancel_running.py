@@ -81,3 +81,19 @@ def test_kubetasks_cancel_of_a_running_task_records_who(
     assert (record.state, record.cancelled_by) == (TaskResultStatus.RUNNING, "ops@example")
     assert claimed.claim_id is not None
     assert store.keep_claims([claimed.claim_id]) == ({claimed.claim_id}, {claimed.claim_id})
+
+
+def test_a_cancelled_task_run_again_runs_to_the_end(
+        store: Store, backend: PostgresBackend, worker: WorkerProcess) -> None:
+    """``kubetasks retry`` of a cancelled task: its worker must not read the old cancellation
+    as a new one at the first heartbeat (0.5 s here) of a task that runs longer."""
+    result = sleep_async.enqueue(2)
+    assert result.cancel(by="ops@example") is True
+    assert store.rerun(result.id) is True
+
+    with worker:
+        record = wait_state(store, result.id, timeout=20)
+
+    assert record.state == TaskResultStatus.SUCCESSFUL
+    assert record.return_value == "slept"
+    assert (record.cancelled_at, record.cancelled_by) == (None, None)

@@ -376,10 +376,12 @@ RETURNING id;
 -- name: rerun_task
 -- A FAILED or CANCELLED task run again (the admin's "retry"): due now (its deadline, if that
 -- is earlier, keeps its claim order), one more attempt than it had, its lost count forgiven;
--- its errors stay as the history of the earlier attempts.
+-- its errors stay as the history of the earlier attempts. Its cancellation goes: a worker
+-- would otherwise read it as asked for again, at the first heartbeat of the new attempt.
 UPDATE kubetasks_tasks
 SET state = 'READY', run_after = least(now(), expected_at), finished_at = NULL,
-    return_value = NULL, max_attempts = attempts + 1, lost_count = 0
+    return_value = NULL, max_attempts = attempts + 1, lost_count = 0,
+    cancelled_at = NULL, cancelled_by = NULL
 WHERE id = %(id)s AND state IN ('FAILED', 'CANCELLED')
 RETURNING id, queue_name;
 
