@@ -502,8 +502,8 @@ class Store:
                                               "error": error}))
 
     def postpone(self, claim_id: UUID, run_after: datetime) -> bool:
-        """Put a task back for ``run_after`` without counting the attempt; False if the claim
-        was lost."""
+        """Put a task back for ``run_after`` without counting the attempt (one whose
+        cancellation was asked for ends CANCELLED instead); False if the claim was lost."""
         return bool(self._rows("postpone_task", {"claim_id": claim_id, "run_after": run_after}))
 
     def heartbeat(self, claim_ids: Iterable[UUID]) -> set[UUID]:

@@ -181,14 +181,16 @@ def test_cancel_ends_a_ready_task_and_asks_the_worker_of_a_running_one(store: St
 
 
 def test_a_task_asked_to_cancel_is_not_retried_nor_put_back(store: Store) -> None:
-    tasks = store.enqueue([request(), request(), request()])
+    tasks = store.enqueue([request(), request(), request(), request()])
     claims = [r.claim_id for r in store.claim(["q"], 10, worker()) if r.claim_id is not None]
     for task in tasks:
         store.cancel(task.id)
     store.retry(claims[0], datetime.now(UTC), '{"message": "failed"}')
     store.release([claims[1]])
     store.requeue_claims([claims[2]], reason="pod gone", max_lost=3)
-    assert [store.get(t.id).state for t in tasks] == [TaskResultStatus.CANCELLED] * 3
+    store.postpone(claims[3], datetime.now(UTC))  # a worker that does not know the task
+    assert [store.get(t.id).state for t in tasks] == [TaskResultStatus.CANCELLED] * 4
+    assert all(store.get(t.id).finished_at is not None for t in tasks)
 
 
 def test_queue_stats(store: Store) -> None:

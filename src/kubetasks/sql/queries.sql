@@ -266,8 +266,11 @@ RETURNING id;
 
 -- name: postpone_task
 -- Back to READY without counting the attempt and without an error: not this worker's to run.
+-- A task whose cancellation was asked for ends CANCELLED instead (as release_tasks does).
 UPDATE kubetasks_tasks
-SET state = 'READY', attempts = greatest(attempts - 1, 0), run_after = %(run_after)s,
+SET state = CASE WHEN cancelled_at IS NULL THEN 'READY' ELSE 'CANCELLED' END::kubetasks_state,
+    finished_at = CASE WHEN cancelled_at IS NOT NULL THEN now() END,
+    attempts = greatest(attempts - 1, 0), run_after = %(run_after)s,
     claim_id = NULL, heartbeat_at = NULL
 WHERE claim_id = %(claim_id)s AND state = 'RUNNING'
 RETURNING id;
