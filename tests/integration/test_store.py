@@ -193,6 +193,17 @@ def test_a_task_asked_to_cancel_is_not_retried_nor_put_back(store: Store) -> Non
     assert all(store.get(t.id).finished_at is not None for t in tasks)
 
 
+def test_a_task_that_returns_before_its_worker_learns_of_a_cancel_keeps_its_outcome(
+        store: Store) -> None:
+    [task] = store.enqueue([request()])
+    [claimed] = store.claim(["q"], 1, worker())
+    assert claimed.claim_id is not None and store.cancel(task.id, by="ops@example") is True
+    assert store.complete([Outcome(claimed.claim_id, json.dumps("done"), 0.1)]) == {claimed.claim_id}
+    record = store.get(task.id)
+    assert (record.state, record.return_value) == (TaskResultStatus.SUCCESSFUL, "done")
+    assert record.cancelled_at is not None and record.cancelled_by == "ops@example"
+
+
 def test_queue_stats(store: Store) -> None:
     now = datetime.now(UTC)
     store.enqueue([
