@@ -113,6 +113,13 @@ SCHEMA_MISSING: tuple[type[BaseException], ...] = (
 ``kubetasks migrate``, then try again."""
 
 
+def _psycopg_loader(oid: int, fmt: Format) -> type[psycopg.abc.Loader]:
+    """psycopg's own loader of a built-in type (its C one with ``psycopg[binary]``)."""
+    loader = psycopg.adapters.get_loader(oid, fmt)
+    assert loader is not None  # psycopg has one for every built-in type
+    return loader
+
+
 class BoundedTimestamptzLoader(Loader):
     """``timestamptz`` as a datetime; a time no datetime holds (PostgreSQL's ``infinity``, a
     year before 1 or after 9999 in the session's time zone, written by hand: the client never
@@ -125,9 +132,7 @@ class BoundedTimestamptzLoader(Loader):
 
     def __init__(self, oid: int, context: psycopg.abc.AdaptContext | None = None) -> None:
         super().__init__(oid, context)
-        parser = psycopg.adapters.get_loader(oid, self.format)
-        assert parser is not None  # psycopg always has one for timestamptz
-        self._parse = parser(oid, context).load
+        self._parse = _psycopg_loader(oid, self.format)(oid, context).load
 
     def load(self, data: psycopg.abc.Buffer) -> datetime:
         try:
@@ -152,14 +157,7 @@ class BoundedTimestamptzBinaryLoader(BoundedTimestamptzLoader):
         return int.from_bytes(data, "big", signed=True) < 0
 
 
-def _psycopg_loader(type_name: str) -> type[psycopg.abc.Loader]:
-    """psycopg's own text loader of a built-in type (its C one with ``psycopg[binary]``)."""
-    loader = psycopg.adapters.get_loader(psycopg.adapters.types[type_name].oid, Format.TEXT)
-    assert loader is not None  # psycopg has one for every built-in type
-    return loader
-
-
-_PLAIN_TIMESTAMPTZ = _psycopg_loader("timestamptz")
+_PLAIN_TIMESTAMPTZ = _psycopg_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT)
 
 
 def _register_loaders(context: psycopg.abc.AdaptContext) -> None:
@@ -336,14 +334,9 @@ class Store:
         """(record, written) for each request, in order: a task whose key is held gets the
         holder, read by a second statement (its snapshot sees a holder that committed while
         the insert waited for it)."""
-        trace_context = tracing.current_context_json()  # the caller's span, if it is traced
-        if len(requests) == 1 and requests[0].unique_key is None:  # the one-at-a-time enqueue
-            [row] = self._rows("enqueue_task", _one_task_params(requests[0], trace_context),
-                               connection)
-            trace = None if trace_context is None else json.loads(trace_context)
-            return [(_new_record(requests[0], row, trace), True)]
         done: dict[int, tuple[TaskRecord, bool]] = {}
         pending = list(range(len(requests)))
+        trace_context = tracing.current_context_json()  # the caller's span, if it is traced
         for _ in range(UNIQUE_ROUNDS):
             if len(pending) == 1:
                 rows = self._rows("enqueue_task", _one_task_params(
