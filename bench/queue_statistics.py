@@ -147,6 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="where to write the table (default: %(default)s)")
     args = parser.parse_args()
     sizes = [(int(n), 0) for n in args.sizes.split(",")] + [(100_000, 1_000_000)]
     lines = ["| table | step p50 ms | step p99 ms | statements per step | database p50 ms | "
@@ -171,7 +173,7 @@ def main() -> None:
                          f"{slowest} ({1000 * statistics.median(timings[slowest]):.1f}) |")
             print(lines[-1], flush=True)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    RESULTS.write_text(
+    args.output.write_text(
         f"# One scaling step's database time as the table grows\n\n"
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores; load average {load}\n"
         f"- reproduce: `python -m bench.queue_statistics --rounds {args.rounds}`\n\n"

@@ -44,7 +44,7 @@ keep the stabilization across operator restarts).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -162,9 +162,11 @@ def desired_replicas(observation: Observation, spec: ScalingSpec, now: datetime)
     _require_aware("now", now)
     if observation.paused:
         return _paused(observation)
-    terms = [_backlog_term(observation, spec),
-             *(_deadline_term(deadline, spec, now) for deadline in observation.deadlines)]
-    raw, why = max(terms, key=lambda term: term[0])  # the first of equals: backlog, then claim order
+    raw, why = _backlog_term(observation, spec)
+    for deadline in observation.deadlines:  # the first of equals: backlog, then claim order
+        replicas, explain = _deadline_term(deadline, spec, now)
+        if replicas > raw:
+            raw, why = replicas, explain()
     limit = _limit(observation, spec)
     if limit is not None and limit[0] < raw:
         raw, why = limit[0], f"{why}, limited by {limit[1]}"
@@ -205,30 +207,42 @@ def _backlog_term(observation: Observation, spec: ScalingSpec) -> tuple[int, str
                      f"within {_seconds(spec.backlog_drain)} at {spec.concurrency} per pod -> {by_work}")
 
 
-def _deadline_term(deadline: Deadline, spec: ScalingSpec, now: datetime) -> tuple[int, str]:
+def _deadline_term(deadline: Deadline, spec: ScalingSpec,
+                   now: datetime) -> tuple[int, Callable[[], str]]:
+    """The term's replicas, and its reason, written only for the term that decides: a queue may
+    pass a thousand deadlines every step."""
     concurrency, position = spec.concurrency, deadline.position
     all_at_once = _ceil_div(position, concurrency)
-    urgent = f"; running the first {position} at {concurrency} per pod -> {all_at_once}"
     due_in = deadline.expected_at - now
     slack = due_in - spec.pod_startup
-    # Exact arithmetic, so that the replicas returned provably cover the work.
+    # Exact integer arithmetic, so that the replicas returned provably cover the work: the work
+    # is numerator / denominator seconds, and a float's ratio is exact.
     slack_us = slack // _MICROSECOND
-    work_us = Fraction(deadline.work_seconds) * _MICROSECONDS_PER_SECOND
+    numerator, denominator = deadline.work_seconds.as_integer_ratio()
+    work_us = numerator * _MICROSECONDS_PER_SECOND  # over denominator
+
+    def at_once() -> str:
+        return f"; running the first {position} at {concurrency} per pod -> {all_at_once}"
+
     if slack_us <= 0:
-        if due_in < timedelta(0):
-            when = f"overdue by {_seconds(-due_in)}"
-        elif due_in == timedelta(0):
-            when = "due now"
-        else:
-            when = f"due in {_seconds(due_in)}, within the {_seconds(spec.pod_startup)} pod start-up"
-        return all_at_once, f"urgent: task {position} in claim order is {when}{urgent}"
-    if work_us > position * slack_us:
-        return all_at_once, (f"urgent: {_seconds(deadline.work_seconds)} of work up to task {position} "
-                             f"cannot finish in {_seconds(slack)} even one task per slot{urgent}")
-    replicas = max(1, math.ceil(work_us / (concurrency * slack_us)))
-    return replicas, (f"deadline: {_seconds(deadline.work_seconds)} of work up to task {position} "
-                      f"in {_seconds(slack)} (due in {_seconds(due_in)}, less {_seconds(spec.pod_startup)} "
-                      f"start-up) at {concurrency} per pod -> {replicas}")
+        def overdue() -> str:
+            if due_in < timedelta(0):
+                when = f"overdue by {_seconds(-due_in)}"
+            elif due_in == timedelta(0):
+                when = "due now"
+            else:
+                when = f"due in {_seconds(due_in)}, within the {_seconds(spec.pod_startup)} pod start-up"
+            return f"urgent: task {position} in claim order is {when}{at_once()}"
+        return all_at_once, overdue
+    if work_us > position * slack_us * denominator:
+        return all_at_once, lambda: (
+            f"urgent: {_seconds(deadline.work_seconds)} of work up to task {position} "
+            f"cannot finish in {_seconds(slack)} even one task per slot{at_once()}")
+    replicas = max(1, _ceil_div(work_us, concurrency * slack_us * denominator))
+    return replicas, lambda: (
+        f"deadline: {_seconds(deadline.work_seconds)} of work up to task {position} "
+        f"in {_seconds(slack)} (due in {_seconds(due_in)}, less {_seconds(spec.pod_startup)} "
+        f"start-up) at {concurrency} per pod -> {replicas}")
 
 
 def _scale_down(observation: Observation, spec: ScalingSpec, now: datetime,
