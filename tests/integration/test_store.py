@@ -53,6 +53,19 @@ def test_claim_order_is_priority_then_deadline_then_run_after_then_id(store: Sto
     assert len({r.claim_id for r in claimed}) == 5
 
 
+def test_claimed_arguments_are_read_as_stored_each_task_its_own(store: Store) -> None:
+    given = [[], {}, ["café", {"n": 1, "deep": [None, True, 2.5]}], {"to": "ünï", "ids": [1, 2]}]
+    store.enqueue([replace(request(), args=args, kwargs=kwargs)
+                   for args, kwargs in [([], {}), ([], {}), (given[2], given[3])]])
+
+    first, second, third = sorted(store.claim(["q"], 3, worker()), key=lambda r: r.id)
+
+    first.args.append("changed")
+    first.kwargs["changed"] = True
+    assert (second.args, second.kwargs, second.context, second.errors) == ([], {}, {}, [])
+    assert (third.args, third.kwargs) == (given[2], given[3])
+
+
 def test_claim_takes_at_most_limit(store: Store) -> None:
     store.enqueue([request() for _ in range(5)])
     assert len(store.claim(["q"], 2, worker())) == 2
