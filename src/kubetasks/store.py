@@ -168,11 +168,13 @@ def _register_loaders(context: psycopg.abc.AdaptContext) -> None:
 _EMPTY_JSON: dict[bytes, Callable[[], Any]] = {b"[]": list, b"{}": dict}
 
 
-def _json_loads(data: bytes) -> Any:
+def _json_loads(data: str | bytes) -> Any:
     """``json.loads`` for the pool's jsonb values. The server writes an empty list or object as
     exactly ``[]`` or ``{}``, as most tasks' kwargs, context and errors are: those are built at
     once (a claimed row has four jsonb columns; parsing them was a tenth of a worker's CPU).
     Anything else is parsed as text: ``json.loads`` of bytes first works out their encoding."""
+    if isinstance(data, str):  # psycopg passes bytes
+        return json.loads(data)
     empty = _EMPTY_JSON.get(data)
     return empty() if empty is not None else json.loads(data.decode())
 
