@@ -30,6 +30,8 @@ def call_arguments(task: Task[..., Any], args: Sequence[Any], kwargs: Mapping[st
 
 def encode_return(task_name: str, value: Any) -> str:
     """The return value as JSON, or ``TypeError`` naming what cannot be stored."""
+    if value is None:  # what most tasks return: no walk, no encoder
+        return "null"
     return dumps(plain(value, f"return value of task {task_name}"))
 
 
