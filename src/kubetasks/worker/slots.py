@@ -39,9 +39,12 @@ tasks do. As many wait as the slots get through in about this long (at least ``c
 at most ``MAX_CLAIMED_AHEAD``), so a waiting task starts within about this long; longer tasks
 are left in the queue for other workers."""
 
-MAX_CLAIMED_AHEAD = 64
+MAX_CLAIMED_AHEAD = 256
 """Most tasks that wait claimed ahead. Tasks of a millisecond or less would otherwise let one
-claim carry thousands; a few dozen already spread a claim's round trip thin."""
+claim carry thousands. Claims are cheaper by the task the larger they are, on both sides: the
+server plans each claim afresh (0.7 ms), so one default worker draining no-op tasks ran 4,150
+tasks/s at 64, 4,620 at 128 and 5,397 at 256, its server CPU 130, 111 and 94 us a task
+(bench/PROFILE-worker.md section 8)."""
 
 DURATION_WEIGHT = 0.1
 """Weight of the latest task's duration in the running mean that decides claiming ahead."""
