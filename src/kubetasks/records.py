@@ -147,9 +147,7 @@ class QueueStatistics:
     ``stats`` has ready, scheduled and overdue counted up to ``stats.count_limit``.
     ``work_seconds`` is the estimated work of the running tasks and of the due tasks among the
     first ``scanned`` in claim order; ``deadlines`` are the tasks with a deadline among those, in
-    claim order, less each one that a later one as early or earlier outweighs (more work before
-    it, no more time: it never decides). ``scanned`` equal to ``scan_limit`` means tasks beyond
-    were not looked at."""
+    claim order. ``scanned`` equal to ``scan_limit`` means tasks beyond were not looked at."""
 
     stats: QueueStats
     busy_pods: dict[str, int]

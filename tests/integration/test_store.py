@@ -299,23 +299,6 @@ def test_queue_statistics_reads_in_one_statement_what_the_separate_queries_read(
     assert (seen.scanned, seen.scan_limit) == (4, 100)
 
 
-def test_the_statistics_leave_out_a_deadline_that_a_later_one_as_early_outweighs(
-        store: Store) -> None:
-    hour = NOW + timedelta(hours=1)
-    store.enqueue([request(expected_at=hour) for _ in range(4)]                          # 1-4
-                  + [request(expected_at=NOW + timedelta(hours=2)) for _ in range(2)]      # 5-6
-                  + [request(priority=-1, expected_at=NOW + timedelta(minutes=90))])       # 7
-
-    seen = store.queue_statistics("q", scan_limit=100)
-
-    # The batch sharing a deadline is its last task; the two due in two hours come before a
-    # task due in 90 minutes, which has more work before it: it alone speaks for them.
-    assert [(d.expected_at, d.work_seconds, d.position) for d in seen.deadlines] == [
-        (hour, 4.0, 4), (NOW + timedelta(minutes=90), 7.0, 7)]
-    assert len(store.deadline_work("q")) == 7  # the whole-queue reading keeps every one
-    assert seen.stats.ready == 7 and seen.work_seconds == 7.0
-
-
 def test_the_statistics_of_several_queues_come_in_one_statement_each_as_read_alone(
         store: Store) -> None:
     store.enqueue([request(queue="a", expected_at=NOW + timedelta(hours=1)) for _ in range(3)]
@@ -336,7 +319,7 @@ def test_the_statistics_of_several_queues_come_in_one_statement_each_as_read_alo
     assert (together[wanted[0]].stats.ready, together[wanted[0]].stats.capped) == (3, True)
     assert together[wanted[0]].settings.max_running == 4
     assert together[wanted[1]].stats.ready == 0 and together[wanted[1]].deadlines == ()
-    assert [d.position for d in together[wanted[2]].deadlines] == [3]  # one deadline, shared
+    assert [d.position for d in together[wanted[2]].deadlines] == [1, 2, 3]
 
 
 def test_queue_statistics_counts_up_to_the_scan_limit_and_says_so(store: Store) -> None:

@@ -326,27 +326,6 @@ def test_earlier_deadlines_never_mean_fewer_replicas(observation: Observation, s
     assert after.wanted >= before.wanted
 
 
-def not_followed_by_one_as_early(deadlines: tuple[Deadline, ...]) -> tuple[Deadline, ...]:
-    """The deadlines ``Store.queue_statistics`` returns of these: those that no later one in
-    claim order is as early as or earlier than."""
-    return tuple(d for k, d in enumerate(deadlines)
-                 if all(d.expected_at < later.expected_at for later in deadlines[k + 1:]))
-
-
-@PROPERTY
-@given(spec=specs(max_replicas=1_000_000), deadlines=deadline_lists(), ready=st.integers(0, 20))
-def test_a_deadline_followed_by_one_as_early_never_decides(spec: ScalingSpec,
-                                                          deadlines: tuple[Deadline, ...],
-                                                          ready: int) -> None:
-    # The later one has at least as much work before it and no more time: it asks for as many
-    # pods or more, so the statistics leave the earlier one out (a batch sharing a deadline is
-    # one row) and the decision is the same.
-    seen = observe(ready=ready, deadlines=deadlines, work=ready)
-    pruned = dataclasses.replace(seen, deadlines=not_followed_by_one_as_early(deadlines))
-    before, after = desired_replicas(seen, spec, NOW), desired_replicas(pruned, spec, NOW)
-    assert (after.replicas, after.wanted) == (before.replicas, before.wanted)
-
-
 @PROPERTY
 @given(spec=specs(max_replicas=1_000_000), work=st.floats(0, 36_000), position=st.integers(1, 50),
        moments=st.lists(st.integers(0, 1_200_000_000), min_size=2, max_size=10))

@@ -566,15 +566,8 @@ CROSS JOIN LATERAL (
         FROM estimated
         WINDOW claim_order AS (ORDER BY priority DESC, expected_at ASC NULLS LAST, run_after, id)
     ), deadlines AS (
-        -- A deadline followed in claim order by one as early or earlier can never ask for
-        -- more pods than that one (less work before it, as much time): only the others are
-        -- returned, so a batch sharing one deadline comes back as one row.
-        SELECT expected_at, work_seconds, position FROM (
-            SELECT expected_at, work_seconds, position,
-                   min(expected_at) OVER (ORDER BY position DESC
-                                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS later
-            FROM ordered WHERE expected_at IS NOT NULL) AS each_deadline
-        WHERE later IS NULL OR expected_at < later
+        SELECT expected_at, work_seconds, position FROM ordered
+        WHERE expected_at IS NOT NULL
         ORDER BY position LIMIT q.deadline_limit
     ), running_work AS (
         SELECT coalesce(sum(coalesce(d.mean_seconds, greatest(q.default_seconds, a.seconds))), 0)
