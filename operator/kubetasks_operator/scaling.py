@@ -47,7 +47,6 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fractions import Fraction
 
 Recommendations = tuple[tuple[datetime, int], ...]
 
@@ -199,8 +198,8 @@ def _backlog_term(observation: Observation, spec: ScalingSpec) -> tuple[int, str
     slots = _ceil_div(total, spec.concurrency)
     counts = f"backlog: {observation.ready} ready + {observation.running} running"
     drain_us = spec.backlog_drain // _MICROSECOND
-    work_us = Fraction(observation.backlog_work_seconds) * _MICROSECONDS_PER_SECOND
-    by_work = max(1, math.ceil(work_us / (spec.concurrency * drain_us))) if drain_us > 0 else slots
+    by_work = (max(1, _ceil_work(observation.backlog_work_seconds, spec.concurrency * drain_us))
+               if drain_us > 0 else slots)
     if by_work >= slots:
         return slots, f"{counts} at {spec.concurrency} per pod -> {slots}"
     return by_work, (f"{counts}, {_seconds(observation.backlog_work_seconds)} of work to finish "
@@ -215,11 +214,7 @@ def _deadline_term(deadline: Deadline, spec: ScalingSpec,
     all_at_once = _ceil_div(position, concurrency)
     due_in = deadline.expected_at - now
     slack = due_in - spec.pod_startup
-    # Exact integer arithmetic, so that the replicas returned provably cover the work: the work
-    # is numerator / denominator seconds, and a float's ratio is exact.
     slack_us = slack // _MICROSECOND
-    numerator, denominator = deadline.work_seconds.as_integer_ratio()
-    work_us = numerator * _MICROSECONDS_PER_SECOND  # over denominator
 
     def at_once() -> str:
         return f"; running the first {position} at {concurrency} per pod -> {all_at_once}"
@@ -234,11 +229,11 @@ def _deadline_term(deadline: Deadline, spec: ScalingSpec,
                 when = f"due in {_seconds(due_in)}, within the {_seconds(spec.pod_startup)} pod start-up"
             return f"urgent: task {position} in claim order is {when}{at_once()}"
         return all_at_once, overdue
-    if work_us > position * slack_us * denominator:
+    if _ceil_work(deadline.work_seconds, slack_us) > position:  # even one task per slot is late
         return all_at_once, lambda: (
             f"urgent: {_seconds(deadline.work_seconds)} of work up to task {position} "
             f"cannot finish in {_seconds(slack)} even one task per slot{at_once()}")
-    replicas = max(1, _ceil_div(work_us, concurrency * slack_us * denominator))
+    replicas = max(1, _ceil_work(deadline.work_seconds, concurrency * slack_us))
     return replicas, lambda: (
         f"deadline: {_seconds(deadline.work_seconds)} of work up to task {position} "
         f"in {_seconds(slack)} (due in {_seconds(due_in)}, less {_seconds(spec.pod_startup)} "
@@ -308,6 +303,13 @@ def _limit(observation: Observation, spec: ScalingSpec) -> tuple[int, str] | Non
 
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
+
+
+def _ceil_work(seconds: float, microseconds: int) -> int:
+    """``ceil(seconds / microseconds)`` with the seconds in microseconds, exactly (a float's
+    ratio is exact), so that the replicas returned provably cover the work."""
+    numerator, denominator = seconds.as_integer_ratio()
+    return _ceil_div(numerator * _MICROSECONDS_PER_SECOND, denominator * microseconds)
 
 
 def _seconds(value: timedelta | float) -> str:
