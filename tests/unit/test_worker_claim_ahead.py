@@ -14,6 +14,7 @@ from uuid import uuid4
 from kubetasks import task
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
+from kubetasks.worker.attempt import Failed, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.slots import MAX_CLAIMED_AHEAD, SHORT_TASK_SECONDS, Slots
@@ -43,6 +44,16 @@ def medium() -> None:
     time.sleep(SHORT_TASK_SECONDS / 2)
 
 
+@task(name="tests.claim_ahead.quick_with_timeout", timeout=0.1)
+def quick_with_timeout() -> None:
+    pass
+
+
+@task(name="tests.claim_ahead.slow_with_timeout", timeout=0.1)
+def slow_with_timeout() -> None:
+    time.sleep(0.3)
+
+
 @task(name="tests.claim_ahead.long")
 def long() -> None:
     time.sleep(SHORT_TASK_SECONDS * 1.5)
@@ -62,6 +73,17 @@ def slots_of(concurrency: int) -> Slots:
                         after_failures=lambda: None)  # never started: outcomes stay pending
     slots = Slots(concurrency, reporter=reporter, metrics=WorkerMetrics(), on_change=lambda: None)
     slots.open(asyncio.get_running_loop())
+    return slots
+
+
+async def knowing_tasks_are_short(concurrency: int, *, first: int) -> Slots:
+    """Slots that ran one gated task (``first``) at once, and so claim ahead; the gate is
+    closed again."""
+    slots = slots_of(concurrency)
+    gate.set()
+    slots.start(record("tests.claim_ahead.gated", first))
+    await settled(slots, 0)
+    gate.clear()
     return slots
 
 
@@ -90,10 +112,25 @@ def test_short_tasks_are_claimed_ahead_and_wait_for_a_slot_in_claim_order() -> N
         assert (slots.unsettled, len(slots.claims())) == (4, 4)
         assert slots.free == MAX_CLAIMED_AHEAD - 2  # two run, two wait
         assert ran == [1, 2, 3, 4]
-        gate.set()  # slots free: the waiting ones start, in claim order
+        gate.set()  # slots free: the waiting ones start (two threads: either may log first)
         await settled(slots, 0)
-        assert ran == [1, 2, 3, 4, 5, 6]
+        assert ran[:4] == [1, 2, 3, 4] and sorted(ran[4:]) == [5, 6]
         assert most_at_once == 2
+
+    ran.clear()
+    asyncio.run(scenario())
+
+
+def test_a_slot_runs_the_tasks_waiting_for_it_in_claim_order() -> None:
+    async def scenario() -> None:
+        slots = await knowing_tasks_are_short(1, first=0)
+        for number in range(1, 7):
+            slots.start(record("tests.claim_ahead.gated", number))
+        await asyncio.sleep(0.05)
+        assert ran == [0, 1]
+        gate.set()
+        await settled(slots, 0)
+        assert ran == [0, 1, 2, 3, 4, 5, 6]
 
     ran.clear()
     asyncio.run(scenario())
@@ -101,11 +138,7 @@ def test_short_tasks_are_claimed_ahead_and_wait_for_a_slot_in_claim_order() -> N
 
 def test_tasks_claimed_ahead_go_back_unstarted_when_the_worker_stops() -> None:
     async def scenario() -> None:
-        slots = slots_of(1)
-        gate.set()
-        slots.start(record("tests.claim_ahead.gated", 1))
-        await settled(slots, 0)
-        gate.clear()
+        slots = await knowing_tasks_are_short(1, first=1)
         first, second = record("tests.claim_ahead.gated", 2), record("tests.claim_ahead.gated", 3)
         slots.start(first)
         slots.start(second)
@@ -144,11 +177,7 @@ def test_as_many_wait_as_the_slots_get_through_in_a_short_task_time() -> None:
 def test_claims_ahead_wait_until_half_the_room_is_free() -> None:
     """Claims stay large: none while more than half the slots and waiting places are held."""
     async def scenario() -> None:
-        slots = slots_of(2)
-        gate.set()
-        slots.start(record("tests.claim_ahead.gated", 0))
-        await settled(slots, 0)
-        gate.clear()
+        slots = await knowing_tasks_are_short(2, first=0)
         capacity = 2 + MAX_CLAIMED_AHEAD
         for number in range(capacity // 2 + 1):
             slots.start(record("tests.claim_ahead.gated", number))
@@ -156,6 +185,33 @@ def test_claims_ahead_wait_until_half_the_room_is_free() -> None:
         assert slots.free == 0
         gate.set()
         await settled(slots, 0)
-        assert slots.free == capacity
+        # All settled: the whole room is claimable again (how many may wait depends on the
+        # durations measured, the last of them a gated task's 50 ms).
+        assert slots.free == 2 + slots._claimed_ahead() > 2
 
+    asyncio.run(scenario())
+
+
+def test_a_timeout_counts_from_the_start_not_from_the_wait_for_a_slot() -> None:
+    """Two tasks of a 0.1 s timeout wait 0.3 s behind a gated one: the quick one succeeds; the
+    slow one, started by the thread that ran it, is timed out 0.1 s into its run."""
+    async def scenario() -> None:
+        slots = await knowing_tasks_are_short(1, first=0)
+        slots.start(record("tests.claim_ahead.gated", 1))
+        quick = record("tests.claim_ahead.quick_with_timeout")
+        slow = record("tests.claim_ahead.slow_with_timeout")
+        slots.start(quick)
+        slots.start(slow)
+        await asyncio.sleep(0.3)
+        assert slots.unsettled == 3  # nothing timed out while it waited
+        gate.set()
+        started = time.monotonic()
+        await settled(slots, 0)
+        assert 0.09 < time.monotonic() - started < 0.25  # not the slow task's whole 0.3 s
+        outcomes = {f.record.claim_id: f.result for f in slots.reporter._pending}
+        assert isinstance(outcomes[quick.claim_id], Succeeded)
+        timed_out = outcomes[slow.claim_id]
+        assert isinstance(timed_out, Failed) and "timeout of 0.1 s" in str(timed_out.error)
+
+    ran.clear()
     asyncio.run(scenario())
