@@ -39,6 +39,19 @@ def gated(number: int) -> None:
         running_now -= 1
 
 
+@task(name="tests.claim_ahead.async_gated")
+async def async_gated(number: int) -> None:
+    global running_now, most_at_once
+    with lock:
+        running_now += 1
+        most_at_once = max(most_at_once, running_now)
+        ran.append(number)
+    while not gate.is_set():
+        await asyncio.sleep(0.005)
+    with lock:
+        running_now -= 1
+
+
 @task(name="tests.claim_ahead.medium")
 def medium() -> None:
     time.sleep(SHORT_TASK_SECONDS / 2)
@@ -214,4 +227,29 @@ def test_a_timeout_counts_from_the_start_not_from_the_wait_for_a_slot() -> None:
         assert isinstance(timed_out, Failed) and "timeout of 0.1 s" in str(timed_out.error)
 
     ran.clear()
+    asyncio.run(scenario())
+
+
+def test_sync_and_async_tasks_waiting_together_never_run_beyond_the_concurrency() -> None:
+    """A thread that finds an ``async def`` task next gives its slot up to the loop: the two
+    kinds share the slots, and every task runs."""
+    global most_at_once
+
+    async def scenario() -> None:
+        slots = await knowing_tasks_are_short(2, first=0)
+        names = ("tests.claim_ahead.gated", "tests.claim_ahead.async_gated")
+        waiting = [record(names[number % 2], number) for number in range(1, 13)]
+        for claimed in waiting:
+            slots.start(claimed)
+        await asyncio.sleep(0.05)
+        assert running_now == 2 and slots.unsettled == 12
+        gate.set()
+        await settled(slots, 0)
+        assert sorted(ran) == list(range(13))
+        assert most_at_once == 2
+        outcomes = {f.record.claim_id: f.result for f in slots.reporter._pending}
+        assert all(isinstance(outcomes[r.claim_id], Succeeded) for r in waiting)
+
+    ran.clear()
+    most_at_once = 0
     asyncio.run(scenario())
