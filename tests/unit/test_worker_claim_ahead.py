@@ -9,12 +9,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from kubetasks import task
 from kubetasks.records import TaskRecord
 from kubetasks.result import TaskResultStatus
-from kubetasks.worker.attempt import Failed, Succeeded
+from kubetasks.worker.attempt import Failed, Result, Succeeded
 from kubetasks.worker.metrics import WorkerMetrics
 from kubetasks.worker.reporter import Reporter
 from kubetasks.worker.slots import MAX_CLAIMED_AHEAD, SHORT_TASK_SECONDS, Slots
@@ -27,29 +27,33 @@ most_at_once = 0
 lock = threading.Lock()
 
 
-@task(name="tests.claim_ahead.gated")
-def gated(number: int) -> None:
+def entered(number: int) -> None:
     global running_now, most_at_once
     with lock:
         running_now += 1
         most_at_once = max(most_at_once, running_now)
         ran.append(number)
-    gate.wait(5)
+
+
+def left() -> None:
+    global running_now
     with lock:
         running_now -= 1
+
+
+@task(name="tests.claim_ahead.gated")
+def gated(number: int) -> None:
+    entered(number)
+    gate.wait(5)
+    left()
 
 
 @task(name="tests.claim_ahead.async_gated")
 async def async_gated(number: int) -> None:
-    global running_now, most_at_once
-    with lock:
-        running_now += 1
-        most_at_once = max(most_at_once, running_now)
-        ran.append(number)
+    entered(number)
     while not gate.is_set():
         await asyncio.sleep(0.005)
-    with lock:
-        running_now -= 1
+    left()
 
 
 @task(name="tests.claim_ahead.medium")
@@ -98,6 +102,11 @@ async def knowing_tasks_are_short(concurrency: int, *, first: int) -> Slots:
     await settled(slots, 0)
     gate.clear()
     return slots
+
+
+def outcomes(slots: Slots) -> dict[UUID | None, Result]:
+    """What each settled task's attempt came to, by claim (the reporter never writes them)."""
+    return {f.record.claim_id: f.result for f in slots.reporter._pending}
 
 
 async def settled(slots: Slots, count: int) -> None:
@@ -221,9 +230,8 @@ def test_a_timeout_counts_from_the_start_not_from_the_wait_for_a_slot() -> None:
         started = time.monotonic()
         await settled(slots, 0)
         assert 0.09 < time.monotonic() - started < 0.25  # not the slow task's whole 0.3 s
-        outcomes = {f.record.claim_id: f.result for f in slots.reporter._pending}
-        assert isinstance(outcomes[quick.claim_id], Succeeded)
-        timed_out = outcomes[slow.claim_id]
+        assert isinstance(outcomes(slots)[quick.claim_id], Succeeded)
+        timed_out = outcomes(slots)[slow.claim_id]
         assert isinstance(timed_out, Failed) and "timeout of 0.1 s" in str(timed_out.error)
 
     ran.clear()
@@ -247,8 +255,7 @@ def test_sync_and_async_tasks_waiting_together_never_run_beyond_the_concurrency(
         await settled(slots, 0)
         assert sorted(ran) == list(range(13))
         assert most_at_once == 2
-        outcomes = {f.record.claim_id: f.result for f in slots.reporter._pending}
-        assert all(isinstance(outcomes[r.claim_id], Succeeded) for r in waiting)
+        assert all(isinstance(outcomes(slots)[r.claim_id], Succeeded) for r in waiting)
 
     ran.clear()
     most_at_once = 0
