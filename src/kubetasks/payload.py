@@ -67,51 +67,92 @@ def check_text(text: str, what: str) -> None:
                              f"{text[error.start]!r}, which UTF-8 cannot encode") from None
 
 
-def plain(value: Any, path: str, depth: int = 0) -> JSON:
+def plain(value: Any, path: str) -> JSON:
     """``value`` as every reader will see it after a JSON round trip (tuples become lists,
     subclasses of int, float, str, list and dict their base types), copied, in one walk.
 
     Raise ``TypeError`` naming the first part of ``value`` that JSON cannot carry faithfully:
     non-string dict keys, NaN, unknown types, text PostgreSQL cannot store, ints past
     ``MAX_INT_DIGITS`` and nesting past ``MAX_DEPTH`` would come back different, or not at all.
+    The part's name (``path`` and the indexes and keys to it) is only written on that error.
     """
-    if value is None or isinstance(value, bool):
+    try:
+        return _plain(value, 0)
+    except _NotPlain as error:
+        raise TypeError(f"{path}{''.join(reversed(error.where))}{error.what}") from None
+
+
+class _NotPlain(Exception):
+    """A part of a value JSON cannot carry: ``what`` is wrong with it, ``where`` the indexes
+    and keys to it, innermost first (each container adds its own on the way out)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.where: list[str] = []
+
+
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str, list, tuple, dict})
+
+
+def _plain(value: Any, depth: int) -> JSON:
+    kind = type(value)  # an identity test per type is several times cheaper than isinstance
+    if kind not in _PLAIN_TYPES:
+        kind = _plain_base(value)
+    if value is None or kind is bool:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if not -_INT_BOUND < value < _INT_BOUND:
-            raise TypeError(f"{path} is an int of more than {MAX_INT_DIGITS} digits "
+            raise _NotPlain(f" is an int of more than {MAX_INT_DIGITS} digits "
                             f"({value.bit_length()} bits); pass it as a str")
         return int.__int__(value)
-    if isinstance(value, str):
-        _checked_text(value, path)
+    if kind is str:
+        _checked_text(value, "")
         return str.__str__(value)
-    if isinstance(value, float):
+    if kind is float:
         if not math.isfinite(value):
-            raise TypeError(f"{path} is {value!r}, which JSON cannot represent")
+            raise _NotPlain(f" is {value!r}, which JSON cannot represent")
         return float.__float__(value)
-    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
-        raise TypeError(f"{path} is nested more than {MAX_DEPTH} lists or dicts deep")
-    if isinstance(value, (list, tuple)):
-        return [plain(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
-    if isinstance(value, dict):
+    if depth >= MAX_DEPTH:
+        raise _NotPlain(f" is nested more than {MAX_DEPTH} lists or dicts deep")
+    if kind is dict:
         copy = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{path} has key {key!r} of type {type(key).__name__}; "
+            if type(key) is not str and not isinstance(key, str):
+                raise _NotPlain(f" has key {key!r} of type {type(key).__name__}; "
                                 "JSON object keys must be str")
-            _checked_text(key, f"{path} key")
-            copy[str.__str__(key)] = plain(item, f"{path}[{_abridged(key)}]", depth + 1)
+            _checked_text(key, " key")
+            try:
+                copy[str.__str__(key)] = _plain(item, depth + 1)
+            except _NotPlain as error:
+                error.where.append(f"[{_abridged(key)}]")
+                raise
         return copy
-    raise TypeError(f"{path} is {value!r} of type {type(value).__module__}."
-                    f"{type(value).__qualname__}, which is not JSON-serialisable "
-                    "(use None, bool, int, float, str, list or dict)")
+    copied = []  # a list or a tuple
+    for index, item in enumerate(value):
+        try:
+            copied.append(_plain(item, depth + 1))
+        except _NotPlain as error:
+            error.where.append(f"[{index}]")
+            raise
+    return copied
+
+
+def _plain_base(value: Any) -> type:
+    """The JSON type a subclass stands for (bool before int: a bool is an int)."""
+    for base in (bool, int, str, float, list, tuple, dict):
+        if isinstance(value, base):
+            return base
+    raise _NotPlain(f" is {value!r} of type {type(value).__module__}.{type(value).__qualname__}, "
+                    "which is not JSON-serialisable (use None, bool, int, float, str, list or "
+                    "dict)")
 
 
 def _checked_text(text: str, what: str) -> None:
     try:
         check_text(text, what)
     except ValueError as error:
-        raise TypeError(str(error)) from None
+        raise _NotPlain(str(error)) from None
 
 
 def _abridged(text: str, limit: int = 60) -> str:

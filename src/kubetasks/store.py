@@ -23,7 +23,7 @@ from uuid import UUID
 import psycopg
 from psycopg.adapt import Loader
 from psycopg.pq import ExecStatus, Format
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import JsonbLoader, set_json_loads
 from psycopg_pool import ConnectionPool
 
@@ -81,8 +81,8 @@ without it, a first burst of long tasks looks like seconds of work until one fin
 
 COPY_AFTER = 1_000
 """A batch of at least this many tasks, none with a unique key, is sent by ``COPY`` (see the
-``enqueue_rows_table`` statement); a smaller one as arrays, where a temporary table would cost
-more than it saves."""
+``enqueue_rows_ids`` statement); a smaller one as arrays, where the extra round trip for its ids
+would cost more than it saves."""
 
 ANALYZE_AFTER = 5_000
 """An ``enqueue_many`` of at least this many tasks, on the store's own connection, has the
@@ -155,9 +155,6 @@ class BoundedTimestamptzBinaryLoader(BoundedTimestamptzLoader):
     @staticmethod
     def early(data: bytes) -> bool:
         return int.from_bytes(data, "big", signed=True) < 0
-
-
-_PLAIN_TIMESTAMPTZ = _psycopg_loader(psycopg.adapters.types["timestamptz"].oid, Format.TEXT)
 
 
 def _register_loaders(context: psycopg.abc.AdaptContext) -> None:
@@ -370,25 +367,27 @@ class Store:
 
     def _enqueue_copied(self, requests: Sequence[EnqueueRequest], trace_context: str | None,
                         connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
-        """``enqueue_tasks`` for a large batch without unique keys, by ``COPY`` into a temporary
-        table that lives within one transaction: the caller's, or one of its own (on the
-        store's connection, or on a caller's in autocommit mode, which commits the batch at once
-        as ``enqueue_tasks`` would). So it also works behind PgBouncer's transaction pooling."""
+        """``enqueue_tasks`` for a large batch without unique keys, by ``COPY`` into the task
+        table, with ids drawn first (``enqueue_rows_ids``), within one transaction: the caller's,
+        or one of its own (on the store's connection, or on a caller's in autocommit mode, which
+        commits the batch at once as ``enqueue_tasks`` would). Returns what ``enqueue_tasks``
+        returns of each row, computed as the database would have."""
         def write() -> list[dict[str, Any]]:
             with self.connection(connection) as conn:
                 atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
-                with atomic, conn.cursor(row_factory=dict_row) as cur:
-                    # The times an insert returns are the server's now() or the client's own
-                    # datetimes, never out of range: they take psycopg's loader as it is (the
-                    # bounded one's Python call per value was a tenth of a bulk enqueue).
-                    cur.adapters.register_loader("timestamptz", _PLAIN_TIMESTAMPTZ)
-                    cur.execute(query("enqueue_rows_table"))
+                with atomic, conn.cursor(row_factory=tuple_row) as cur:
+                    cur.execute(query("enqueue_rows_ids"), {"count": len(requests)}, binary=True)
+                    [[now, ids]] = cur.fetchall()
+                    rows = [{"id": task_id, "task_name": r.task_name, "unique_key": None,
+                             "enqueued_at": now, "run_after": r.run_after or (
+                                 now if r.expected_at is None else min(now, r.expected_at))}
+                            for task_id, r in zip(sorted(ids), requests, strict=True)]
                     with cur.copy(query("enqueue_rows_copy")) as copy:
-                        for number, r in enumerate(requests):
-                            copy.write_row((number, *_request_row(r, trace_context)))
-                    cur.execute(query("enqueue_rows_insert"))
-                    rows = cur.fetchall()
-                    cur.execute(query("enqueue_rows_drop"))
+                        for row, r in zip(rows, requests, strict=True):
+                            copy.write_row((
+                                row["id"], r.queue_name, r.task_name, r.priority, r.args_json,
+                                r.kwargs_json, r.context_json, row["run_after"], r.expected_at,
+                                r.max_attempts, trace_context))
                     return rows
         return write() if connection is not None else self._on_live_session(write)
 
@@ -872,7 +871,7 @@ ENQUEUE_COLUMNS = ("queue_name", "task_name", "priority", "args", "kwargs", "con
                    "run_after", "expected_at", "max_attempts", "unique_key", "unique_while",
                    "trace_context")
 """What an enqueue writes of a request, in the order of ``_request_row``: the parameters of
-``enqueue_task`` and ``enqueue_tasks`` and the columns of ``enqueue_rows_copy``."""
+``enqueue_task`` and ``enqueue_tasks``."""
 
 
 def _request_row(r: EnqueueRequest, trace_context: str | None) -> tuple[Any, ...]:

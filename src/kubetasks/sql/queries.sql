@@ -32,36 +32,24 @@ ON CONFLICT (task_name, unique_key)
 -- third of a bulk enqueue's time).
 RETURNING id, task_name, unique_key, run_after, enqueued_at;
 
--- name: enqueue_rows_table
--- A large batch without unique keys goes by COPY into this table, then one INSERT ... SELECT
--- (enqueue_rows_insert) writes it, in about half the time that sending and parsing
--- enqueue_tasks' twelve arrays takes (20,000 tasks: 0.7 s against 1.4 s). It lives within one
--- transaction: dropped at its end by enqueue_rows_drop, or with it when it rolls back.
-CREATE TEMPORARY TABLE kubetasks_enqueue_rows (
-    ord integer, queue_name text, task_name text, priority smallint, args jsonb, kwargs jsonb,
-    context jsonb, run_after timestamptz, expected_at timestamptz, max_attempts integer,
-    unique_key text, unique_while text, trace_context jsonb);
+-- name: enqueue_rows_ids
+-- A large batch without unique keys is written by COPY straight into the task table
+-- (enqueue_rows_copy), which has no RETURNING: its ids are drawn first, in order, with the
+-- transaction's now(), which the rows' enqueued_at default and run_after take (as
+-- enqueue_tasks' coalesce(run_after, least(now(), expected_at)), computed by the client).
+SELECT now() AS now, array(
+    SELECT nextval(pg_get_serial_sequence('kubetasks_tasks', 'id'))
+    FROM generate_series(1, %(count)s)) AS ids;
 
 -- name: enqueue_rows_copy
--- The columns after ord are Store.ENQUEUE_COLUMNS.
-COPY kubetasks_enqueue_rows (ord, queue_name, task_name, priority, args, kwargs, context,
-                             run_after, expected_at, max_attempts, unique_key, unique_while,
-                             trace_context) FROM STDIN;
-
--- name: enqueue_rows_insert
--- enqueue_tasks, from the copied rows (no unique key among them: nothing can conflict).
-INSERT INTO kubetasks_tasks
-    (queue_name, task_name, priority, args, kwargs, context, run_after, expected_at, max_attempts,
-     unique_key, unique_while, trace_context)
-SELECT queue_name, task_name, priority, args, kwargs, context,
-       coalesce(run_after, least(now(), expected_at)), expected_at, max_attempts,
-       unique_key, unique_while, trace_context
-FROM pg_temp.kubetasks_enqueue_rows
-ORDER BY ord
-RETURNING id, task_name, unique_key, run_after, enqueued_at;
-
--- name: enqueue_rows_drop
-DROP TABLE pg_temp.kubetasks_enqueue_rows;
+-- The rows are written once: COPY into a temporary table and an INSERT ... SELECT from it wrote
+-- them twice, sorted them and sent five columns of each back (it was half the time of sending
+-- enqueue_tasks' twelve arrays, and this is a tenth less again: bench/RESULTS-compare.md).
+-- COPY writes the ids given even to a GENERATED ALWAYS identity column (PostgreSQL's CREATE
+-- TABLE: "In the COPY command, user-specified values are always used regardless of this
+-- setting"): no migration, and every other insert still leaves the id to the sequence.
+COPY kubetasks_tasks (id, queue_name, task_name, priority, args, kwargs, context, run_after,
+                      expected_at, max_attempts, trace_context) FROM STDIN;
 
 -- name: enqueue_task
 -- One task: enqueue_tasks for a single row, without the cost of packing arrays (a fifth of a
