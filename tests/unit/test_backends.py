@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from kubetasks import (
 )
 from kubetasks.backends import DummyBackend, ImmediateBackend, PostgresBackend
 from kubetasks.config import Settings, make_backend
+from kubetasks.task import GC_PAUSE_AFTER
 
 
 @task(queue_name="emails", max_attempts=3)
@@ -165,3 +168,42 @@ def test_dummy_records_a_deferred_task_as_the_database_would(dummy: DummyBackend
     assert result.status == TaskResultStatus.READY
     assert result.run_after is not None and result.enqueued_at is not None
     assert result.run_after - result.enqueued_at >= timedelta(seconds=59)
+
+
+class GcWatchingBackend(DummyBackend):
+    """Notes whether the cycle collector was on when the batch reached the backend."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector_on: list[bool] = []
+
+    def enqueue_many(self, task: Any, requests: Any, **kwargs: Any) -> Any:
+        self.collector_on.append(gc.isenabled())
+        return super().enqueue_many(task, requests, **kwargs)
+
+
+@pytest.mark.parametrize("calls", [GC_PAUSE_AFTER - 1, GC_PAUSE_AFTER])
+def test_a_large_batch_holds_off_the_cycle_collector_and_gives_it_back(calls: int) -> None:
+    backend = GcWatchingBackend()
+    greet.using(backend=backend).enqueue_many([("a",)] * calls)
+    assert backend.collector_on == [calls < GC_PAUSE_AFTER]
+    assert gc.isenabled()
+    assert len(backend.results) == calls
+
+
+def test_the_cycle_collector_is_given_back_when_a_large_batch_is_refused() -> None:
+    with pytest.raises(InvalidTaskError, match="call 1000"):
+        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * 1000 + [object()])
+    assert gc.isenabled()
+    with pytest.raises(InvalidTaskError, match="missing a required argument"):
+        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * 1000 + [()])
+    assert gc.isenabled()
+
+
+def test_a_collector_the_application_turned_off_stays_off() -> None:
+    gc.disable()
+    try:
+        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * GC_PAUSE_AFTER)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
