@@ -327,7 +327,11 @@ class Store:
         rows than the batch alone (see ``analyze_tasks``)."""
         [row] = self._rows("planner_rows", {})
         if row["planner_rows"] < written:
-            self._rows("analyze_tasks", {})
+            def analyze() -> None:
+                with self.connection() as conn, conn.transaction():
+                    conn.execute(query("analyze_sample"))
+                    conn.execute(query("analyze_tasks"))
+            self._on_live_session(analyze)
 
     def _write_unique(self, requests: Sequence[EnqueueRequest],
                       connection: psycopg.Connection[Any] | None) -> list[tuple[TaskRecord, bool]]:

@@ -337,6 +337,12 @@ RETURNING id, queue_name, task_name, state, attempts + 1 AS attempt;
 -- How many rows the planner believes the task table holds (-1: never analyzed).
 SELECT reltuples::bigint AS planner_rows FROM pg_class WHERE oid = 'kubetasks_tasks'::regclass;
 
+-- name: analyze_sample
+-- Sent before analyze_tasks, in its transaction: it samples 3,000 rows instead of 30,000. The
+-- planner's row count comes out as before and the claim's plan the same, in a quarter of the
+-- time (20,000 tasks: 7-9 ms against 33-43 ms); autovacuum's own ANALYZE takes a full sample.
+SET LOCAL default_statistics_target = 10;
+
 -- name: analyze_tasks
 -- Without statistics the planner takes a fresh backlog for a few rows and serves the claim from
 -- the run_after index, sorting every ready row of the queue (17 ms a claim at 30,000, growing
