@@ -383,8 +383,7 @@ class Store:
                     cur.execute(query("enqueue_rows_ids"), {"count": len(requests)}, binary=True)
                     [[now, ids]] = cur.fetchall()
                     rows = [{"id": task_id, "task_name": r.task_name, "unique_key": None,
-                             "enqueued_at": now, "run_after": r.run_after or (
-                                 now if r.expected_at is None else min(now, r.expected_at))}
+                             "enqueued_at": now, "run_after": _run_after(r, now)}
                             for task_id, r in zip(sorted(ids), requests, strict=True)]
                     with cur.copy(query("enqueue_rows_copy")) as copy:
                         for row, r in zip(rows, requests, strict=True):
@@ -922,6 +921,16 @@ def _match_written(requests: Sequence[EnqueueRequest], pending: list[int],
         else:
             held.append(i)
     return held
+
+
+def _run_after(request: EnqueueRequest, now: datetime) -> datetime:
+    """``enqueue_tasks``' ``coalesce(run_after, least(now(), expected_at))``, in the session's
+    time zone as the database would return it."""
+    if request.run_after is not None:
+        return request.run_after.astimezone(now.tzinfo)
+    if request.expected_at is not None:
+        return min(now, request.expected_at).astimezone(now.tzinfo)
+    return now
 
 
 def _new_record(request: EnqueueRequest, row: dict[str, Any],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import asdict, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -19,6 +19,9 @@ from kubetasks.store import ANALYZE_AFTER, CHANNEL, COPY_AFTER, Outcome, Store
 from tests.integration.worker_process import learned_durations
 
 NOW = datetime.now(UTC)
+
+
+PARIS_SUMMER = timezone(timedelta(hours=2))
 
 
 def request(queue: str = "q", name: str = "t", *, priority: int = 0,
@@ -466,13 +469,16 @@ def test_a_batch_sent_by_copy_gives_the_records_read_back_in_order(store: Store)
     requests = [EnqueueRequest(
         task_name=f"t{i % 3}", queue_name=f"q{i % 2}", priority=i % 5, args=[i, "two\ttab\n"],
         kwargs={"b": {"c": "\\"}}, context={"tenant": "x"},
-        run_after=NOW + timedelta(minutes=5) if i % 7 == 0 else None,
+        run_after=(NOW + timedelta(minutes=5)).astimezone(PARIS_SUMMER) if i % 7 == 0 else None,
         expected_at=NOW + timedelta(hours=1) if i % 2 else None, max_attempts=3)
         for i in range(COPY_AFTER)]
     written = store.enqueue(requests)
     assert [(r.task_name, r.args, r.priority) for r in written] == [
         (q.task_name, q.args, q.priority) for q in requests]
-    assert written == [store.get(record.id) for record in written]
+    read_back = [store.get(record.id) for record in written]
+    assert written == read_back
+    # the times as the database gives them, in the session's time zone, not the caller's
+    assert [str(r.run_after) for r in written] == [str(r.run_after) for r in read_back]
     assert written == sorted(written, key=lambda record: int(record.id))
     with psycopg.connect(store.conninfo) as conn:  # nothing left behind in the pooled sessions
         assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = "
