@@ -5,7 +5,6 @@ The client, the worker and the operator all go through this class; no other modu
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -27,7 +26,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import JsonbLoader, set_json_loads
 from psycopg_pool import ConnectionPool
 
-from kubetasks import payload, tracing
+from kubetasks import collector, payload, tracing
 from kubetasks.exceptions import (
     DuplicateTaskError,
     InvalidTaskError,
@@ -103,6 +102,12 @@ DATABASE_AWAY: tuple[type[BaseException], ...] = (
     psycopg.errors.ReadOnlySqlTransaction,  # a primary failing over to a standby
 )
 """Errors that mean "the database cannot take this now": try again later, lose nothing."""
+
+COPY_REFUSED: tuple[type[BaseException], ...] = (
+    psycopg.errors.InsufficientPrivilege,  # no USAGE on the id sequence (COPY draws from it)
+    psycopg.errors.FeatureNotSupported,    # COPY FROM into a table with row-level security
+)
+"""Errors for which a large batch goes by ``enqueue_tasks`` instead of ``COPY``."""
 
 SCHEMA_MISSING: tuple[type[BaseException], ...] = (
     psycopg.errors.UndefinedTable,     # relation "kubetasks_tasks" does not exist
@@ -345,13 +350,16 @@ class Store:
             if len(pending) == 1:
                 rows = self._rows("enqueue_task", _one_task_params(
                     requests[pending[0]], trace_context), connection)
-            elif len(pending) >= COPY_AFTER and not any(requests[i].unique_key for i in pending):
-                rows = self._enqueue_copied([requests[i] for i in pending], trace_context,
-                                            connection)
+            elif len(pending) >= COPY_AFTER and all(
+                    requests[i].unique_key is None and requests[i].unique_while is None
+                    for i in pending) and (copied := self._enqueue_copied(
+                        [requests[i] for i in pending], trace_context, connection)) is not None:
+                rows = copied
             else:
                 rows = self._rows("enqueue_tasks", _enqueue_params(
                     [requests[i] for i in pending], trace_context), connection)
-            held = _match_written(requests, pending, rows, done, trace_context)
+            with collector.paused(len(pending)):
+                held = _match_written(requests, pending, rows, done, trace_context)
             if held:
                 rows = self._rows("unique_holders", {
                     "task_names": [requests[i].task_name for i in held],
@@ -370,29 +378,41 @@ class Store:
             f"{UNIQUE_ROUNDS} times while enqueueing; enqueue it again")
 
     def _enqueue_copied(self, requests: Sequence[EnqueueRequest], trace_context: str | None,
-                        connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]]:
+                        connection: psycopg.Connection[Any] | None) -> list[dict[str, Any]] | None:
         """``enqueue_tasks`` for a large batch without unique keys, by ``COPY`` into the task
-        table, with ids drawn first (``enqueue_rows_ids``), within one transaction: the caller's,
-        or one of its own (on the store's connection, or on a caller's in autocommit mode, which
-        commits the batch at once as ``enqueue_tasks`` would). Returns what ``enqueue_tasks``
-        returns of each row, computed as the database would have."""
-        def write() -> list[dict[str, Any]]:
+        table, with ids drawn first (``enqueue_rows_ids``), within one transaction: the caller's
+        (in a savepoint), or one of its own (on the store's connection, or on a caller's in
+        autocommit mode, which commits the batch at once as ``enqueue_tasks`` would). Returns
+        what ``enqueue_tasks`` returns of each row, computed as the database would have; None,
+        with nothing written, where the role may not draw from the sequence or the table has
+        row-level security (``COPY`` refuses it): the caller then sends ``enqueue_tasks``."""
+        def write() -> list[dict[str, Any]] | None:
             with self.connection(connection) as conn:
-                atomic = conn.transaction() if conn.autocommit else contextlib.nullcontext()
-                with atomic, conn.cursor(row_factory=tuple_row) as cur:
-                    cur.execute(query("enqueue_rows_ids"), {"count": len(requests)}, binary=True)
-                    [[now, ids]] = cur.fetchall()
-                    rows = [{"id": task_id, "task_name": r.task_name, "unique_key": None,
-                             "enqueued_at": now, "run_after": _run_after(r, now)}
-                            for task_id, r in zip(sorted(ids), requests, strict=True)]
-                    with cur.copy(query("enqueue_rows_copy")) as copy:
-                        for row, r in zip(rows, requests, strict=True):
-                            copy.write_row((
-                                row["id"], r.queue_name, r.task_name, r.priority, r.args_json,
-                                r.kwargs_json, r.context_json, row["run_after"], r.expected_at,
-                                r.max_attempts, trace_context))
-                    return rows
+                try:
+                    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+                        return self._copy_rows(cur, requests, trace_context)
+                except COPY_REFUSED as error:
+                    log.info("a batch of %d tasks goes as one INSERT instead of COPY: %s",
+                             len(requests), str(error).strip())
+                    return None
         return write() if connection is not None else self._on_live_session(write)
+
+    @staticmethod
+    def _copy_rows(cur: psycopg.Cursor[Any], requests: Sequence[EnqueueRequest],
+                   trace_context: str | None) -> list[dict[str, Any]]:
+        cur.execute(query("enqueue_rows_ids"), {"count": len(requests)}, binary=True)
+        [[now, ids]] = cur.fetchall()
+        with collector.paused(len(requests)):  # building the rows, and COPY's buffer only
+            rows = [{"id": task_id, "task_name": r.task_name, "unique_key": None,
+                     "enqueued_at": now, "run_after": _run_after(r, now)}
+                    for task_id, r in zip(sorted(ids), requests, strict=True)]
+            with cur.copy(query("enqueue_rows_copy")) as copy:
+                for row, r in zip(rows, requests, strict=True):
+                    copy.write_row((
+                        row["id"], r.queue_name, r.task_name, r.priority, r.args_json,
+                        r.kwargs_json, r.context_json, row["run_after"], r.expected_at,
+                        r.max_attempts, trace_context))
+        return rows
 
     def get(self, task_id: int | str, *,
             connection: psycopg.Connection[Any] | None = None) -> TaskRecord:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
-import gc
 import inspect
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
+from kubetasks import collector
 from kubetasks.backoff import Backoff, as_backoff
 from kubetasks.exceptions import InvalidTaskError, UnknownTaskError
 from kubetasks.payload import JSON
@@ -213,31 +212,11 @@ class Task(Generic[P, T]):
         backend = self.get_backend()
         backend.validate_task(self, connection=self.connection)
         template = self.request_template(backend=backend, now=datetime.now(UTC))
-        with _cycle_collection_paused(len(calls)):
+        with collector.paused(len(calls)):  # kubetasks' own checks only, no task code
             requests = [template.request(args, kwargs, self.unique_key_of(args, kwargs))
                         for args, kwargs in calls]
-            return backend.enqueue_many(self, requests, connection=self.connection)
+        return backend.enqueue_many(self, requests, connection=self.connection)
 
-
-GC_PAUSE_AFTER = 1_000
-"""An enqueue of at least this many calls holds off Python's cycle collector until it returns."""
-
-
-@contextlib.contextmanager
-def _cycle_collection_paused(calls: int) -> Iterator[None]:
-    """Hold off the cycle collector (``gc.disable``) while a large batch builds its requests,
-    rows and results, which make no reference cycles: each collection it triggers walks every
-    object the process holds, and they were a third of a 50,000-task ``enqueue_many``'s CPU
-    (bench/PROFILE-worker.md). Reference counting still frees everything as usual. The
-    collector is left as it was found: enabled again after, also on an error, unless it was off."""
-    if calls < GC_PAUSE_AFTER or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @overload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -480,9 +481,31 @@ def test_a_batch_sent_by_copy_gives_the_records_read_back_in_order(store: Store)
     # the times as the database gives them, in the session's time zone, not the caller's
     assert [str(r.run_after) for r in written] == [str(r.run_after) for r in read_back]
     assert written == sorted(written, key=lambda record: int(record.id))
-    with psycopg.connect(store.conninfo) as conn:  # nothing left behind in the pooled sessions
-        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = "
-                            "'kubetasks_enqueue_rows'").fetchone() == (0,)
+
+
+def test_a_batch_sent_by_copy_wakes_each_of_its_queues_once(store: Store) -> None:
+    with psycopg.connect(store.conninfo, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        store.enqueue([request(queue=f"q{i % 2}") for i in range(COPY_AFTER)])
+        assert sorted(n.payload for n in listener.notifies(timeout=1)) == ["q0", "q1"]
+
+
+def test_a_role_that_may_not_draw_ids_itself_still_enqueues_a_large_batch(store: Store) -> None:
+    """COPY draws the ids with nextval(), which needs USAGE on the sequence; an INSERT's
+    identity default does not. Such a role's batch goes as one INSERT, whole."""
+    role = f"writer_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(store.conninfo, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            admin.execute(f"GRANT SELECT, INSERT ON kubetasks_tasks, kubetasks_queues TO {role}")
+            dsn = psycopg.conninfo.make_conninfo(store.conninfo, user=role)
+            with Store(dsn) as limited:
+                written = limited.enqueue([request() for _ in range(COPY_AFTER)])
+            assert len(written) == COPY_AFTER
+            assert written == [store.get(record.id) for record in written]
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
 
 
 @pytest.mark.parametrize("autocommit", [False, True])

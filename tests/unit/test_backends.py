@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,11 +19,12 @@ from kubetasks import (
     TaskContext,
     TaskResultDoesNotExist,
     TaskResultStatus,
+    collector,
     task,
 )
 from kubetasks.backends import DummyBackend, ImmediateBackend, PostgresBackend
+from kubetasks.collector import PAUSE_AFTER
 from kubetasks.config import Settings, make_backend
-from kubetasks.task import GC_PAUSE_AFTER
 
 
 @task(queue_name="emails", max_attempts=3)
@@ -170,6 +172,7 @@ def test_dummy_records_a_deferred_task_as_the_database_would(dummy: DummyBackend
     assert result.run_after - result.enqueued_at >= timedelta(seconds=59)
 
 
+
 class GcWatchingBackend(DummyBackend):
     """Notes whether the cycle collector was on when the batch reached the backend."""
 
@@ -182,28 +185,54 @@ class GcWatchingBackend(DummyBackend):
         return super().enqueue_many(task, requests, **kwargs)
 
 
-@pytest.mark.parametrize("calls", [GC_PAUSE_AFTER - 1, GC_PAUSE_AFTER])
-def test_a_large_batch_holds_off_the_cycle_collector_and_gives_it_back(calls: int) -> None:
+def test_a_large_batch_gives_the_collector_back_before_the_backend_runs_anything() -> None:
+    """The immediate backend runs task code: never with the collector held off."""
     backend = GcWatchingBackend()
-    greet.using(backend=backend).enqueue_many([("a",)] * calls)
-    assert backend.collector_on == [calls < GC_PAUSE_AFTER]
-    assert gc.isenabled()
-    assert len(backend.results) == calls
+    greet.using(backend=backend).enqueue_many([("a",)] * PAUSE_AFTER)
+    assert backend.collector_on == [True]
+    assert len(backend.results) == PAUSE_AFTER
 
 
-def test_the_cycle_collector_is_given_back_when_a_large_batch_is_refused() -> None:
-    with pytest.raises(InvalidTaskError, match="call 1000"):
-        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * 1000 + [object()])
+@pytest.mark.parametrize("count", [PAUSE_AFTER - 1, PAUSE_AFTER])
+def test_a_pause_holds_off_the_collector_for_large_counts_only(count: int) -> None:
+    with collector.paused(count):
+        assert gc.isenabled() == (count < PAUSE_AFTER)
     assert gc.isenabled()
+
+
+def test_the_collector_is_given_back_when_a_large_batch_is_refused() -> None:
     with pytest.raises(InvalidTaskError, match="missing a required argument"):
-        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * 1000 + [()])
+        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * PAUSE_AFTER + [()])
+    assert gc.isenabled()
+
+
+def test_overlapping_pauses_in_threads_give_the_collector_back_once_the_last_ends() -> None:
+    first_in, second_out = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with collector.paused(PAUSE_AFTER):
+            first_in.set()
+            second_out.wait(5)
+            seen.append(gc.isenabled())  # the second pause ended; this one has not
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with collector.paused(PAUSE_AFTER):
+        pass
+    second_out.set()
+    thread.join(5)
+    assert seen == [False]
     assert gc.isenabled()
 
 
 def test_a_collector_the_application_turned_off_stays_off() -> None:
     gc.disable()
     try:
-        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * GC_PAUSE_AFTER)
+        with collector.paused(PAUSE_AFTER):
+            pass
+        greet.using(backend=DummyBackend()).enqueue_many([("a",)] * PAUSE_AFTER)
         assert not gc.isenabled()
     finally:
         gc.enable()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kubetasks import collector
 from kubetasks.backends.base import Backend
 from kubetasks.exceptions import DuplicateTaskError
 from kubetasks.records import to_result
@@ -35,7 +36,8 @@ class PostgresBackend(Backend):
                                          unique_conflict=task.unique_conflict)
         except DuplicateTaskError as error:
             raise DuplicateTaskError(str(error), existing=to_result(error.existing, self)) from None
-        return [to_result(record, self) for record in records]
+        with collector.paused(len(records)):
+            return [to_result(record, self) for record in records]
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
         return to_result(self.store.get(result_id), self)

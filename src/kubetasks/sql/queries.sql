@@ -48,6 +48,8 @@ SELECT now() AS now, array(
 -- COPY writes the ids given even to a GENERATED ALWAYS identity column (PostgreSQL's CREATE
 -- TABLE: "In the COPY command, user-specified values are always used regardless of this
 -- setting"): no migration, and every other insert still leaves the id to the sequence.
+-- nextval() needs USAGE on the sequence, and COPY refuses a table with row-level security:
+-- there the batch goes by enqueue_tasks (Store.COPY_REFUSED).
 COPY kubetasks_tasks (id, queue_name, task_name, priority, args, kwargs, context, run_after,
                       expected_at, max_attempts, trace_context) FROM STDIN;
 
