@@ -118,7 +118,7 @@ def _plain(value: Any, depth: int) -> JSON:
     if kind is dict:
         copy = {}
         for key, item in value.items():
-            if type(key) is not str and not isinstance(key, str):
+            if not isinstance(key, str):
                 raise _NotPlain(f" has key {key!r} of type {type(key).__name__}; "
                                 "JSON object keys must be str")
             _checked_text(key, " key")

@@ -347,17 +347,15 @@ class Store:
         pending = list(range(len(requests)))
         trace_context = tracing.current_context_json()  # the caller's span, if it is traced
         for _ in range(UNIQUE_ROUNDS):
-            if len(pending) == 1:
-                rows = self._rows("enqueue_task", _one_task_params(
-                    requests[pending[0]], trace_context), connection)
-            elif len(pending) >= COPY_AFTER and all(
-                    requests[i].unique_key is None and requests[i].unique_while is None
-                    for i in pending) and (copied := self._enqueue_copied(
-                        [requests[i] for i in pending], trace_context, connection)) is not None:
-                rows = copied
+            batch = [requests[i] for i in pending]
+            if len(batch) == 1:
+                rows = self._rows("enqueue_task", _one_task_params(batch[0], trace_context),
+                                  connection)
             else:
-                rows = self._rows("enqueue_tasks", _enqueue_params(
-                    [requests[i] for i in pending], trace_context), connection)
+                copied = (self._enqueue_copied(batch, trace_context, connection)
+                          if _copyable(batch) else None)
+                rows = copied if copied is not None else self._rows(
+                    "enqueue_tasks", _enqueue_params(batch, trace_context), connection)
             with collector.paused(len(pending)):
                 held = _match_written(requests, pending, rows, done, trace_context)
             if held:
@@ -941,6 +939,12 @@ def _match_written(requests: Sequence[EnqueueRequest], pending: list[int],
         else:
             held.append(i)
     return held
+
+
+def _copyable(batch: Sequence[EnqueueRequest]) -> bool:
+    """Whether a batch goes by ``COPY``: large, and nothing in it can conflict."""
+    return len(batch) >= COPY_AFTER and all(
+        r.unique_key is None and r.unique_while is None for r in batch)
 
 
 def _run_after(request: EnqueueRequest, now: datetime) -> datetime:

@@ -212,11 +212,10 @@ class Task(Generic[P, T]):
         backend = self.get_backend()
         backend.validate_task(self, connection=self.connection)
         template = self.request_template(backend=backend, now=datetime.now(UTC))
-        with collector.paused(len(calls)):  # kubetasks' own checks only, no task code
+        with collector.paused(len(calls)):  # the checks and key functions, never a task's body
             requests = [template.request(args, kwargs, self.unique_key_of(args, kwargs))
                         for args, kwargs in calls]
         return backend.enqueue_many(self, requests, connection=self.connection)
-
 
 
 @overload
