@@ -16,8 +16,7 @@ _pauses = 0
 _turned_off = False
 
 
-@contextlib.contextmanager
-def paused(count: int) -> Iterator[None]:
+def paused(count: int) -> contextlib.AbstractContextManager[None]:
     """Hold off the cycle collector (``gc.disable``) for ``count`` >= ``PAUSE_AFTER`` objects
     built in a row that make no reference cycles: each collection their allocations set off
     walks every object the process holds, and they were a third of a 50,000-task
@@ -27,10 +26,17 @@ def paused(count: int) -> Iterator[None]:
     collector is off for the whole process meanwhile (for every thread); pauses that overlap
     share one, and the last to end turns the collector back on, if the first found it on. An
     application that turns it off itself during a pause finds it on again afterwards."""
+    return _NOT_PAUSED if count < PAUSE_AFTER else _paused()
+
+
+_NOT_PAUSED = contextlib.nullcontext()
+"""What a batch under ``PAUSE_AFTER`` enters: nothing to do, and no generator to make (a
+one-task enqueue enters two pauses)."""
+
+
+@contextlib.contextmanager
+def _paused() -> Iterator[None]:
     global _pauses, _turned_off
-    if count < PAUSE_AFTER:
-        yield
-        return
     with _lock:
         if _pauses == 0:
             _turned_off = gc.isenabled()

@@ -118,11 +118,16 @@ SCHEMA_MISSING: tuple[type[BaseException], ...] = (
 ``kubetasks migrate``, then try again."""
 
 
-def _psycopg_loader(oid: int, fmt: Format) -> type[psycopg.abc.Loader]:
+def _psycopg_loader(name: str, fmt: Format) -> type[psycopg.abc.Loader]:
     """psycopg's own loader of a built-in type (its C one with ``psycopg[binary]``)."""
-    loader = psycopg.adapters.get_loader(oid, fmt)
+    loader = psycopg.adapters.get_loader(psycopg.adapters.types[name].oid, fmt)
     assert loader is not None  # psycopg has one for every built-in type
     return loader
+
+
+_TIMESTAMPTZ_PARSERS = {fmt: _psycopg_loader("timestamptz", fmt) for fmt in Format}
+"""psycopg's own ``timestamptz`` loaders, looked up once: a result makes a loader per column
+of the type, two for a one-task enqueue."""
 
 
 class BoundedTimestamptzLoader(Loader):
@@ -137,7 +142,7 @@ class BoundedTimestamptzLoader(Loader):
 
     def __init__(self, oid: int, context: psycopg.abc.AdaptContext | None = None) -> None:
         super().__init__(oid, context)
-        self._parse = _psycopg_loader(oid, self.format)(oid, context).load
+        self._parse = _TIMESTAMPTZ_PARSERS[self.format](oid, context).load
 
     def load(self, data: psycopg.abc.Buffer) -> datetime:
         try:
