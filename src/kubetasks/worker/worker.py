@@ -62,6 +62,8 @@ class Worker:
         """Without ``--queue``: the queues that last had READY tasks, until
         ``_ready_queues_until`` (loop time)."""
         self._ready_queues_until = -math.inf
+        self._ready_queues_changes = 0
+        """Counts what may have added a queue (a NOTIFY, a written retry)."""
 
     def stop(self) -> None:
         """Called on SIGTERM/SIGINT: stop claiming and let running tasks finish within the
@@ -157,9 +159,13 @@ class Worker:
             return list(self.settings.queues)
         if self._ready_queues is not None and self._loop.time() < self._ready_queues_until:
             return self._ready_queues
+        changes = self._ready_queues_changes
         found = await self._database(self.store.ready_queues,
                                      excluded=self.settings.exclude_queues)
-        if found is not None:
+        # Kept only if no NOTIFY or written retry changed the queues while the database was
+        # asked: its answer may predate that change, and kept it would hide the queue until
+        # the poll interval (a retry due in 1 s started after 5).
+        if found is not None and changes == self._ready_queues_changes:
             self._ready_queues = found
             self._ready_queues_until = self._loop.time() + READY_QUEUES_SECONDS
         return found
@@ -186,6 +192,7 @@ class Worker:
         """Failed attempts were written: a retry now waits READY in a queue that the list of
         ready queues may not have had (its task was RUNNING). Ask again, and look now."""
         self._ready_queues_until = -math.inf
+        self._ready_queues_changes += 1
         self._wake.set()
 
     def _notified(self, queue_name: str | None) -> None:
@@ -195,6 +202,7 @@ class Worker:
             self._ready_queues_until = -math.inf
         elif queue_name not in self._ready_queues:
             self._ready_queues = [*self._ready_queues, queue_name]
+        self._ready_queues_changes += 1
         self._wake.set()
 
     # -- schedules ---------------------------------------------------------------------
