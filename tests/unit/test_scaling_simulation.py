@@ -29,3 +29,13 @@ def test_a_keda_style_policy_removes_busy_pods_and_misses_long_tasks_deadlines()
     outcome = simulate(workload("40 long tasks"), KedaHpa)
     assert outcome.busy_removed > 0
     assert outcome.met < outcome.deadlines
+
+
+def test_knowing_durations_from_the_first_start_is_too_late_for_a_first_burst() -> None:
+    # The reference for the worker-seconds gap on this workload: exact durations, but only from
+    # the moment a task of the name first runs, which is when any evidence of them exists.
+    outcome = simulate(workload("first burst of a new"),
+                       lambda spec: Kubetasks(spec, exact_from_start=True))
+    assert outcome.met < outcome.deadlines
+    assert outcome.worker_seconds > simulate(workload("first burst of a new"),
+                                             lambda spec: Kubetasks(spec, exact=True)).worker_seconds
