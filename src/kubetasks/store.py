@@ -470,7 +470,7 @@ class Store:
         params = {"queue_names": names, "limit": limit, "pod_name": worker.pod_name,
                   "pod_uid": worker.pod_uid, "nonce": worker.nonce, "worker_id": worker.worker_id}
         limited = not self._limited_queues().isdisjoint(names)  # before taking the connection
-        with self.connection() as conn, conn.cursor(row_factory=dict_row, binary=True) as cur:
+        with self.connection() as conn, conn.cursor(row_factory=tuple_row, binary=True) as cur:
             if not limited:
                 cur.execute(query("claim_tasks"), params, prepare=True)
                 claimed, unreadable = _claimed_rows(cur)
@@ -858,7 +858,7 @@ def _apply_once(conn: psycopg.Connection[Any], change: SchemaChange) -> bool:
         return True
 
 
-def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
+def _claimed_rows(cur: psycopg.Cursor[tuple[Any, ...]],
                   ) -> tuple[list[tuple[int, TaskRecord]], list[tuple[int, UUID, Exception]]]:
     """The claimed rows as (rank, record), and those that cannot be read as (id, claim, why).
     All at once when they can all be read; else one by one, so that one row no value can be
@@ -867,7 +867,7 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
     if result is None:
         return [], []
     try:
-        return [(int(row["claim_rank"]), _claimed_record(row)) for row in cur.fetchall()], []
+        return [(row[-1], _claimed_record(row)) for row in cur.fetchall()], []
     except Exception:  # the row that failed is found, and failed alone, below
         pass
     columns = [column.name for column in cur.description or ()]
@@ -877,7 +877,7 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
         try:
             row = cur.fetchone()
             assert row is not None
-            readable.append((int(row["claim_rank"]), _claimed_record(row)))
+            readable.append((row[-1], _claimed_record(row)))
         except Exception as problem:
             # Only the id and the claim (a bigint and a uuid, in binary) are needed to fail it.
             task_id, claim_id = (result.get_value(index, columns.index(name))
@@ -888,9 +888,17 @@ def _claimed_rows(cur: psycopg.Cursor[dict[str, Any]],
     return readable, unreadable
 
 
-def _claimed_record(row: dict[str, Any]) -> TaskRecord:
-    """A claimed row, read in binary: its state comes as text in ``state_label``."""
-    return TaskRecord.from_row({**row, "state": row["state_label"]})
+def _claimed_record(row: tuple[Any, ...]) -> TaskRecord:
+    """A claimed row: a ``TaskRecord``'s fields in order, then the claim rank. Built from the
+    positions: by name, through two dicts of 30 keys, it took 11 µs a task of a worker's CPU,
+    against 2 µs."""
+    record = TaskRecord(*row[:-1])
+    record.state = TaskResultStatus(row[_STATE])
+    record.errors = [TaskError.from_json(error) for error in row[_ERRORS]]
+    return record
+
+
+_STATE, _ERRORS = (list(TaskRecord.__dataclass_fields__).index(name) for name in ("state", "errors"))
 
 
 ENQUEUE_COLUMNS = ("queue_name", "task_name", "priority", "args", "kwargs", "context",

@@ -70,6 +70,28 @@ def test_claimed_arguments_are_read_as_stored_each_task_its_own(store: Store) ->
     assert (third.args, third.kwargs) == (given[2], given[3])
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["claim_tasks", "claim_limited_tasks"])
+def test_a_claimed_record_is_the_row_as_read_back(store: Store, limited: bool) -> None:
+    # The claim builds its records from the columns' positions: every field must land in its place.
+    if limited:
+        store.set_limits(QueueSettings("q", max_running=5))
+    task_id = store.enqueue([replace(
+        request(max_attempts=3, expected_at=NOW + timedelta(hours=1)),
+        args=["a", 1], kwargs={"k": [True]}, context={"tenant": "t1"})])[0].id
+    first = store.claim(["q"], 1, worker())[0]
+    assert first.claim_id is not None
+    store.retry(first.claim_id, datetime.now(UTC), json.dumps({"exception_class_path": "x.A"}))
+
+    [claimed] = store.claim(["q"], 1, worker("pod-b"))
+
+    assert claimed == store.get(task_id)
+    assert (claimed.state, claimed.attempts, claimed.worker_pod, claimed.args, claimed.kwargs,
+            claimed.context) == (TaskResultStatus.RUNNING, 2, "pod-b", ["a", 1], {"k": [True]},
+                                 {"tenant": "t1"})
+    assert [error.exception_class_path for error in claimed.errors] == ["x.A"]
+    assert claimed.started_at == first.started_at and claimed.expected_at is not None
+
+
 def test_claim_takes_at_most_limit(store: Store) -> None:
     store.enqueue([request() for _ in range(5)])
     assert len(store.claim(["q"], 2, worker())) == 2

@@ -146,8 +146,14 @@ SET state = 'RUNNING',
     heartbeat_at = now()
 FROM picked
 WHERE t.id = picked.id
--- The rows come back in binary; the state is also sent as text, as an enum has no binary loader.
-RETURNING t.*, t.state::text AS state_label, picked.claim_rank;
+-- The columns of a TaskRecord, in the order of its fields (Store builds it from the row's
+-- positions), then the rank. The rows come back in binary; the state as text, as an enum has
+-- no binary loader.
+RETURNING t.id, t.queue_name, t.task_name, t.priority, t.args, t.kwargs, t.context,
+    t.state::text AS state, t.run_after, t.expected_at, t.enqueued_at, t.started_at,
+    t.last_attempted_at, t.finished_at, t.attempts, t.max_attempts, t.lost_count, t.claim_id,
+    t.worker_pod, t.worker_pod_uid, t.worker_nonce, t.heartbeat_at, t.worker_ids, t.return_value,
+    t.errors, t.cancelled_at, t.cancelled_by, t.trace_context, picked.claim_rank;
 
 -- name: claim_limited_tasks
 -- claim_tasks for queues among which some have settings, sent after lock_limited_queues in
@@ -204,7 +210,12 @@ WITH queues AS (
         heartbeat_at = now()
     FROM picked
     WHERE t.id = picked.id AND t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.*, t.state::text AS state_label, picked.claim_rank
+    -- As claim_tasks returns them: a TaskRecord's fields in order, then the rank.
+    RETURNING t.id, t.queue_name, t.task_name, t.priority, t.args, t.kwargs, t.context,
+        t.state::text AS state, t.run_after, t.expected_at, t.enqueued_at, t.started_at,
+        t.last_attempted_at, t.finished_at, t.attempts, t.max_attempts, t.lost_count, t.claim_id,
+        t.worker_pod, t.worker_pod_uid, t.worker_nonce, t.heartbeat_at, t.worker_ids, t.return_value,
+        t.errors, t.cancelled_at, t.cancelled_by, t.trace_context, picked.claim_rank
 ), spent AS (
     UPDATE kubetasks_queues AS s
     SET tokens = q.tokens - p.started, tokens_at = q.at
