@@ -503,7 +503,8 @@ class Store:
         self.fail(claim_id, TaskError.of_class(InvalidTaskError, message).to_json())
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
-        """Record successes; returns the claims that were still held (the others were lost)."""
+        """Record successes; returns the claims that were lost (taken away meanwhile), whose
+        outcome was not recorded."""
         if not outcomes:
             return set()
         rows = self._rows("complete_tasks", {

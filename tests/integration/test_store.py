@@ -108,12 +108,12 @@ def test_writes_are_fenced_on_the_claim(store: Store) -> None:
     assert second.claim_id is not None and second.claim_id != first.claim_id
 
     # The zombie's late writes change nothing.
-    assert store.complete([Outcome(first.claim_id, json.dumps("late"), 1.0)]) == set()
+    assert store.complete([Outcome(first.claim_id, json.dumps("late"), 1.0)]) == {first.claim_id}
     assert store.fail(first.claim_id, json.dumps({"message": "late"})) is False
     assert store.retry(first.claim_id, NOW, json.dumps({})) is False
     assert store.heartbeat([first.claim_id, second.claim_id]) == {second.claim_id}
 
-    assert store.complete([Outcome(second.claim_id, json.dumps("fresh"), 1.0)]) == {second.claim_id}
+    assert store.complete([Outcome(second.claim_id, json.dumps("fresh"), 1.0)]) == set()
     done = store.get(second.id)
     assert done.state == TaskResultStatus.SUCCESSFUL and done.return_value == "fresh"
     assert done.worker_ids == ["pod-a/n1", "pod-b/n1"]
@@ -237,7 +237,7 @@ def test_a_task_that_returns_before_its_worker_learns_of_a_cancel_keeps_its_outc
     [task] = store.enqueue([request()])
     [claimed] = store.claim(["q"], 1, worker())
     assert claimed.claim_id is not None and store.cancel(task.id, by="ops@example") is True
-    assert store.complete([Outcome(claimed.claim_id, json.dumps("done"), 0.1)]) == {claimed.claim_id}
+    assert store.complete([Outcome(claimed.claim_id, json.dumps("done"), 0.1)]) == set()
     record = store.get(task.id)
     assert (record.state, record.return_value) == (TaskResultStatus.SUCCESSFUL, "done")
     assert record.cancelled_at is not None and record.cancelled_by == "ops@example"

@@ -180,11 +180,11 @@ class Reporter:
         for f in done:
             assert isinstance(f.result, Succeeded) and f.record.claim_id is not None
             outcomes.append(Outcome(f.record.claim_id, f.result.return_json, f.result.seconds))
-        held = self.store.complete(outcomes) if outcomes else set()
+        lost = self.store.complete(outcomes) if outcomes else set()
         for f, outcome in zip(done, outcomes, strict=True):
             series = self.metrics.of(f.record.queue_name, f.record.task_name)
             series.duration.observe(outcome.seconds)
-            if outcome.claim_id in held:
+            if not lost or outcome.claim_id not in lost:
                 series.succeeded.inc()
                 self.events.succeeded(f.record, outcome.seconds)
             else:
