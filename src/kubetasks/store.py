@@ -12,7 +12,7 @@ import math
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -502,15 +502,18 @@ class Store:
                   extra={"task_id": task_id})
         self.fail(claim_id, TaskError.of_class(InvalidTaskError, message).to_json())
 
-    def complete(self, outcomes: Sequence[Outcome]) -> set[UUID]:
+    def complete(self, outcomes: Sequence[Outcome], *,
+                 learn: Collection[str] | None = None) -> set[UUID]:
         """Record successes; returns the claims that were lost (taken away meanwhile), whose
-        outcome was not recorded."""
+        outcome was not recorded. Their durations are folded into the estimates of their task
+        names, of the names in ``learn`` only when it is given."""
         if not outcomes:
             return set()
         rows = self._rows("complete_tasks", {
             "claim_ids": [o.claim_id for o in outcomes],
             "return_values": [o.return_json for o in outcomes],
             "durations": [float(o.seconds) for o in outcomes],
+            "learn": None if learn is None else list(learn),
         })
         return {row["claim_id"] for row in rows}
 

@@ -377,6 +377,18 @@ def test_complete_learns_mean_durations(store: Store) -> None:
     assert 2.0 < learned <= 10.0
 
 
+def test_complete_folds_only_the_durations_of_the_names_it_is_given(store: Store) -> None:
+    store.enqueue([request(name=name) for name in ("a", "b", "a")])
+    first, second, third = store.claim(["q"], 3, worker())
+    assert first.claim_id and second.claim_id and third.claim_id
+    assert store.complete([Outcome(first.claim_id, "null", 4.0),
+                           Outcome(second.claim_id, "null", 9.0)], learn=["b"]) == set()
+    assert learned_durations(store) == {"b": pytest.approx(9.0)}
+    store.complete([Outcome(third.claim_id, "null", 2.0)], learn=[])
+    assert learned_durations(store) == {"b": pytest.approx(9.0)}
+    assert {r.state for r in store.list_tasks(limit=10)} == {TaskResultStatus.SUCCESSFUL}
+
+
 def test_prune_deletes_only_finished_tasks_past_retention(store: Store) -> None:
     records = store.enqueue([request() for _ in range(4)])
     claims = store.claim(["q"], 3, worker())

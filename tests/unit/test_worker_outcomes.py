@@ -56,12 +56,14 @@ class FakeStore:
         self.completed: list[UUID] = []
         self.failed: dict[UUID, dict[str, Any]] = {}
         self.retried: dict[UUID, datetime] = {}
+        self.learned: list[list[str]] = []
 
-    def complete(self, outcomes: list[Outcome]) -> set[UUID]:
+    def complete(self, outcomes: list[Outcome], *, learn: list[str] | None = None) -> set[UUID]:
         if any("refused" in o.return_json for o in outcomes):
             raise psycopg.errors.UntranslatableCharacter("unsupported Unicode escape sequence")
         self.completed += [o.claim_id for o in outcomes]
-        return {o.claim_id for o in outcomes}
+        self.learned.append(sorted(learn or []))
+        return set()  # no claim was lost
 
     def fail(self, claim_id: UUID, error: str) -> bool:
         self.failed[claim_id] = json.loads(error)
@@ -77,9 +79,9 @@ class BrokenBackoff:
         raise ZeroDivisionError("the backoff's own bug")
 
 
-def finished(result: Any, backoff: Any = None) -> Finished:
+def finished(result: Any, backoff: Any = None, task_name: str = "t") -> Finished:
     record = TaskRecord(
-        id=1, queue_name="q", task_name="t", priority=0, args=[], kwargs={}, context={},
+        id=1, queue_name="q", task_name=task_name, priority=0, args=[], kwargs={}, context={},
         state=TaskResultStatus.RUNNING, run_after=NOW, expected_at=None, enqueued_at=NOW,
         started_at=NOW, last_attempted_at=NOW, finished_at=None, attempts=1, max_attempts=3,
         lost_count=0, claim_id=uuid4(), worker_pod="p", worker_pod_uid="u", worker_nonce="n",
@@ -120,3 +122,23 @@ def test_one_unwritable_outcome_leaves_the_rest_of_its_batch_written() -> None:
         "the failure of attempt 1 could not be recorded: the backoff's own bug")
     assert store.failed[claim(refused)]["message"].startswith(
         "the success of attempt 1 could not be recorded: unsupported Unicode")
+
+
+def test_a_task_names_durations_are_folded_at_most_once_a_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FakeStore()
+    clock = [100.0]
+    monkeypatch.setattr("kubetasks.worker.reporter.time.monotonic", lambda: clock[0])
+    reporter = Reporter(store, WorkerMetrics(), worker_id="w",  # type: ignore[arg-type]
+                        after_failures=lambda: None)
+
+    def batch(*names: str) -> None:
+        reporter._write([finished(Succeeded("null", 0.1), task_name=name) for name in names])
+
+    batch("a", "a", "b")  # the first successes of a name are folded at once
+    clock[0] += 0.5
+    batch("a", "c")       # "a" was folded 0.5 s ago; "c" never was
+    clock[0] += 0.5
+    batch("a", "b", "c")  # a second after "a" and "b", half of one after "c"
+    assert store.learned == [["a", "b"], ["c"], ["a", "b"]]
+    assert len(store.completed) == 8  # every success is recorded all the same

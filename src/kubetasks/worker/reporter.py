@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +32,11 @@ from kubetasks.worker.policy import (
 )
 
 log = logging.getLogger(__name__)
+
+LEARN_EVERY_SECONDS = 1.0
+"""How often a worker folds the durations of one task name into its estimate: from the batch of
+successes written once a second has passed since the last. Folding every batch made workers
+queue on the name's row of ``kubetasks_durations``: 11 % of throughput at two processes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,8 @@ class Reporter:
         self.events = TaskEvents(worker_id)
         self.after_failures = after_failures
         self._pending: list[Finished] = []
+        self._learned_at: dict[str, float] = {}
+        """When each task name's durations were last folded into its estimate (monotonic)."""
         self._has_pending = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -180,7 +189,8 @@ class Reporter:
         for f in done:
             assert isinstance(f.result, Succeeded) and f.record.claim_id is not None
             outcomes.append(Outcome(f.record.claim_id, f.result.return_json, f.result.seconds))
-        lost = self.store.complete(outcomes) if outcomes else set()
+        learn = self._due_to_learn(f.record.task_name for f in done)
+        lost = self.store.complete(outcomes, learn=learn) if outcomes else set()
         for f, outcome in zip(done, outcomes, strict=True):
             series = self.metrics.of(f.record.queue_name, f.record.task_name)
             series.duration.observe(outcome.seconds)
@@ -189,6 +199,16 @@ class Reporter:
                 self.events.succeeded(f.record, outcome.seconds)
             else:
                 self._claim_was_lost(f)
+
+    def _due_to_learn(self, names: Iterable[str]) -> list[str]:
+        """The names among ``names`` whose durations are due to be folded (``LEARN_EVERY_SECONDS``),
+        counted as folded from now."""
+        now = time.monotonic()
+        due = [name for name in set(names)
+               if now - self._learned_at.get(name, -math.inf) >= LEARN_EVERY_SECONDS]
+        for name in due:
+            self._learned_at[name] = now
+        return due
 
     def _fail_or_retry(self, finished: Finished) -> None:
         record, result = finished.record, finished.result
