@@ -505,8 +505,8 @@ class Store:
     def complete(self, outcomes: Sequence[Outcome], *,
                  learn: Collection[str] | None = None) -> set[UUID]:
         """Record successes; returns the claims that were lost (taken away meanwhile), whose
-        outcome was not recorded. Their durations are folded into the estimates of their task
-        names, of the names in ``learn`` only when it is given."""
+        outcome was not recorded. The successes' durations are folded into their task names'
+        estimates: only those of the names in ``learn``, when it is given."""
         if not outcomes:
             return set()
         rows = self._rows("complete_tasks", {
