@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,10 +53,17 @@ class TaskRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TaskRecord:
         # Only our columns: a column added by a newer migration must not break older code.
-        values = {name: row[name] for name in cls.__dataclass_fields__}
-        values["state"] = TaskResultStatus(values["state"])
-        values["errors"] = [TaskError.from_json(e) for e in values["errors"]]
-        return cls(**values)
+        return cls.from_columns([row[name] for name in cls.__dataclass_fields__])
+
+    @classmethod
+    def from_columns(cls, values: Sequence[Any]) -> TaskRecord:
+        """A row's columns in the order of the fields, as read: the state as its text, the
+        errors as JSON objects."""
+        record = cls(*values)
+        record.state = TaskResultStatus(record.state)
+        errors: list[Any] = record.errors
+        record.errors = [TaskError.from_json(error) for error in errors]
+        return record
 
 
 def to_result(record: TaskRecord, backend: ResultSource) -> TaskResult[Any]:
